@@ -1,0 +1,13 @@
+"""optnet: a differentiable, batched quadratic-program layer for every array library.
+
+>>> import numpy as np, optnet
+>>> sol = optnet.solve(np.eye(2), np.array([1.0, -1.0]), G=-np.eye(2), h=np.zeros(2))
+>>> [round(float(v), 6) + 0.0 for v in sol.x], int(sol.status)
+([0.0, 1.0], 0)
+"""
+
+from ._solve import solve
+from ._types import QPError, QPGrads, QPSolution, Status
+
+__all__ = ["solve", "Status", "QPSolution", "QPGrads", "QPError"]
+__version__ = "0.1.0"

@@ -1,0 +1,43 @@
+"""The operations the core needs beyond the Array API standard.
+
+A backend (``optnet/backends/``) supplies an :class:`Ops` table; the core is
+handed it together with the array namespace ``xp`` and never imports a
+framework itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+
+class Ops(NamedTuple):
+    """Backend-supplied primitives.
+
+    Attributes
+    ----------
+    name : str
+        Backend name (``"numpy"``, ``"torch"``, ...).
+    cholesky : callable ``(H, shifts) -> (L, ok)``
+        ``H`` has shape (B, k, k), symmetric; ``shifts`` is an increasing tuple
+        of floats. Returns the lower Cholesky factor ``L`` (B, k, k) of
+        ``H + shift I`` with, per lane, the first shift for which that matrix is
+        numerically positive definite, and a boolean array ``ok`` (B,). Where
+        every shift fails, ``ok`` is False and ``L`` is the identity: a failure
+        never raises and never touches other lanes.
+    solve_triangular : callable ``(L, R, transpose) -> X``
+        ``L`` (B, k, k) lower triangular, ``R`` (B, k, r). Solves ``L X = R``,
+        or ``L^T X = R`` when ``transpose`` is True.
+    cond : callable ``(pred, true_fn, false_fn) -> value``
+        ``lax.cond`` semantics with no operands: ``pred`` is a scalar boolean
+        array; both functions take no argument and return the same structure.
+    while_loop : callable ``(cond, body, state) -> state``
+        ``lax.while_loop`` semantics: ``cond(state)`` is a scalar boolean
+        array, ``body`` maps a state to one of the same structure and shapes.
+    """
+
+    name: str
+    cholesky: Callable[[Any, tuple], tuple[Any, Any]]
+    solve_triangular: Callable[[Any, Any, bool], Any]
+    cond: Callable[[Any, Callable, Callable], Any]
+    while_loop: Callable[[Callable, Callable, Any], Any]

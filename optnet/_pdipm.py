@@ -1,0 +1,405 @@
+"""Batched primal-dual interior-point method on the homogeneous self-dual embedding.
+
+The QP (per lane)::
+
+    minimize  1/2 x'Qx + q'x   subject to  Ax = b,  Gx + s = h,  s >= 0
+
+with duals ``y`` (equalities, free) and ``z >= 0`` (inequalities). Its
+homogeneous embedding for quadratic objectives (the form used by Clarabel,
+Goulart & Chen 2024) adds ``tau, kappa >= 0``::
+
+    r_x   = Qx + A'y + G'z + q tau               = 0
+    r_y   = Ax - b tau                            = 0
+    r_z   = Gx + s - h tau                        = 0
+    r_tau = kappa + q'x + b'y + h'z + x'Qx / tau  = 0
+    s o z = 0,   tau kappa = 0.
+
+A solution with tau > 0 gives the QP's optimum ``(x, y, z, s) / tau``; one with
+tau = 0 < kappa gives a certificate: ``b'y + h'z < 0`` with ``A'y + G'z = 0``,
+``z >= 0`` (primal infeasible) or ``q'x < 0`` with ``Qx = 0, Ax = 0, Gx <= 0``
+(unbounded). So infeasibility is detected from the iterates of the same
+method, lane by lane, with no phase one.
+
+Newton step (Mehrotra predictor-corrector, as in CVXGEN and the paper's eqs.
+9-10). Linearizing with right-hand sides ``d`` (``d = r`` for the affine
+predictor, ``(1 - sigma) r`` plus the second-order terms for the corrector)::
+
+    Q dx + A'dy + G'dz + q dtau                          = -d_x
+    A dx - b dtau                                        = -d_y
+    G dx + ds - h dtau                                   = -d_z
+    dkappa + (q + 2 Q xi)'dx + b'dy + h'dz - xi'Q xi dtau = -d_tau    (xi = x / tau)
+    z o ds + s o dz                                      = -d_s
+    kappa dtau + tau dkappa                              = -d_kappa
+
+Eliminating ``ds = -(d_s + s o dz) / z`` leaves the symmetric KKT matrix ``K``
+of ``_kkt`` with ``W = s / z``, so ``[dx; dy; dz] = u2 + dtau u1`` where::
+
+    K u1 = [-q; b; h],     K u2 = [-d_x; -d_y; -d_z + d_s / z],
+
+(one factorization, three solves per iteration) and, eliminating ``dkappa``::
+
+    dtau = (d_tau - d_kappa / tau + (q + 2 Q xi)'x2 + b'y2 + h'z2)
+           / (kappa / tau + (x1 - xi)'Q(x1 - xi) + z1'W z1).
+
+The denominator is written in this form (using ``K u1 = [-q; b; h]``) because
+it is then visibly positive.
+
+Everything below is written against the Array API: no Python branching on
+array values, no in-place updates; the loop is ``ops.while_loop`` so the same
+code runs eagerly and under ``jax.jit``. Lanes that have finished (any status)
+are frozen by masking their step to zero.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from . import _kkt
+from ._kkt import mtv, mv, vdot
+from ._problem import Problem
+from ._types import Status
+
+
+class Settings(NamedTuple):
+    tol: float          # relative tolerance on residuals and gap
+    tol_inf: float      # tolerance of the infeasibility certificates
+    max_iter: int
+    delta: float        # KKT regularization (relative, after Jacobi scaling)
+    refine: int         # iterative refinement steps per solve
+    step_fraction: float
+
+
+def default_settings(xp, prob, tol=None, max_iter=None) -> Settings:
+    """Dtype-aware defaults.
+
+    float64: tol 1e-10. float32 factored, float64 iterated: tol 1e-6. float32
+    throughout (a backend without float64): tol 1e-5.
+    """
+    single = prob.factor_dtype == xp.float32
+    pure_single = prob.dtype == xp.float32
+    if tol is None:
+        tol = 1e-5 if pure_single else (1e-6 if single else 1e-10)
+    if max_iter is None:
+        max_iter = 100
+    tol = float(tol)
+    if not tol > 0:
+        raise ValueError(f"tol must be a positive number; received {tol}.")
+    max_iter = int(max_iter)
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer; received {max_iter}.")
+    return Settings(
+        tol=tol,
+        tol_inf=max(tol, 1e-8) if not single else max(tol, 1e-5),
+        max_iter=max_iter,
+        delta=1e-7 if pure_single else 1e-15,
+        refine=4 if single else 2,
+        step_fraction=0.99,
+    )
+
+
+class State(NamedTuple):
+    """Loop state (all lanes; fixed shapes).
+
+    x (B, n), y (B, m), z (B, p), s (B, p), tau (B,), kappa (B,),
+    status (B,) int32 (-1 while running), iterations (B,) int32, k () int32,
+    high () bool: factor in the iteration dtype from now on (mixed precision
+    only; set once a narrow factorization no longer gives accurate solves).
+    """
+
+    x: Any
+    y: Any
+    z: Any
+    s: Any
+    tau: Any
+    kappa: Any
+    status: Any
+    iterations: Any
+    k: Any
+    high: Any
+
+
+class Residuals(NamedTuple):
+    rx: Any
+    ry: Any
+    rz: Any
+    rtau: Any
+    Qx: Any
+    pres: Any   # normalized (divided by tau), infinity norms, (B,)
+    dres: Any
+    gap: Any
+
+
+RUNNING = -1
+
+
+def _inf_norm(xp, v):
+    if v is None or v.shape[-1] == 0:
+        return None
+    return xp.max(xp.abs(v), axis=-1)
+
+
+def _max(xp, *vals):
+    out = None
+    for v in vals:
+        if v is None:
+            continue
+        out = v if out is None else xp.maximum(out, v)
+    return out
+
+
+def _col(v):
+    return None if v is None else v[..., None]
+
+
+def _uncol(v):
+    return None if v is None else v[..., 0]
+
+
+def residuals(xp, prob: Problem, st: State) -> Residuals:
+    x, y, z, s, tau, kappa = st.x, st.y, st.z, st.s, st.tau, st.kappa
+    Qx = mv(prob.Q, x)
+    rx = Qx + prob.q * tau[:, None]
+    rtau = kappa + vdot(xp, prob.q, x) + vdot(xp, x, Qx) / tau
+    ry = rz = None
+    if prob.m:
+        rx = rx + mtv(prob.A, y)
+        ry = mv(prob.A, x) - prob.b * tau[:, None]
+        rtau = rtau + vdot(xp, prob.b, y)
+    if prob.p:
+        rx = rx + mtv(prob.G, z)
+        rz = mv(prob.G, x) + s - prob.h * tau[:, None]
+        rtau = rtau + vdot(xp, prob.h, z)
+    pres = _max(xp, _inf_norm(xp, ry), _inf_norm(xp, rz))
+    if pres is None:
+        pres = xp.zeros_like(tau)
+    pres = pres / tau
+    dres = _inf_norm(xp, rx) / tau
+    gap = (vdot(xp, s, z) if prob.p else xp.zeros_like(tau)) / (tau * tau)
+    return Residuals(rx, ry, rz, rtau, Qx, pres, dres, gap)
+
+
+def classify(xp, prob: Problem, st: State, res: Residuals, cfg: Settings):
+    """Per-lane status of the current iterate (RUNNING if none applies)."""
+    x, y, z, s, tau = st.x, st.y, st.z, st.s, st.tau
+    one = xp.ones_like(tau)
+    xbar = x / tau[:, None]
+    Qxbar = res.Qx / tau[:, None]
+    xQx = vdot(xp, xbar, Qxbar)
+    pobj = 0.5 * xQx + vdot(xp, prob.q, xbar)
+    dobj = -0.5 * xQx
+    scale_p = one
+    scale_d = _max(xp, one, _inf_norm(xp, prob.q) * one, _inf_norm(xp, Qxbar))
+    Aty = Gtz = None
+    if prob.m:
+        ybar = y / tau[:, None]
+        dobj = dobj - vdot(xp, prob.b, ybar)
+        Aty = mtv(prob.A, y)
+        scale_p = _max(xp, scale_p, _inf_norm(xp, prob.b) * one,
+                       _inf_norm(xp, mv(prob.A, xbar)))
+        scale_d = _max(xp, scale_d, _inf_norm(xp, Aty) / tau)
+    if prob.p:
+        zbar = z / tau[:, None]
+        dobj = dobj - vdot(xp, prob.h, zbar)
+        Gtz = mtv(prob.G, z)
+        scale_p = _max(xp, scale_p, _inf_norm(xp, prob.h) * one,
+                       _inf_norm(xp, mv(prob.G, xbar)), _inf_norm(xp, s) / tau)
+        scale_d = _max(xp, scale_d, _inf_norm(xp, Gtz) / tau)
+    gap = xp.maximum(res.gap, xp.abs(pobj - dobj))
+    gap_scale = xp.maximum(one, xp.minimum(xp.abs(pobj), xp.abs(dobj)))
+    tol = cfg.tol
+    solved = (res.pres <= tol * scale_p) & (res.dres <= tol * scale_d) & (gap <= tol * gap_scale)
+
+    eps = cfg.tol_inf
+    # Primal infeasibility: (y, z) with A'y + G'z ~ 0 and b'y + h'z < 0.
+    pinf = xp.zeros_like(solved)
+    if prob.p or prob.m:
+        ynorm = _max(xp, _inf_norm(xp, y), _inf_norm(xp, z))
+        cert = Aty if Gtz is None else (Gtz if Aty is None else Aty + Gtz)
+        resid = _inf_norm(xp, cert)
+        bty = (vdot(xp, prob.b, y) if prob.m else 0.0) + (vdot(xp, prob.h, z) if prob.p else 0.0)
+        pinf = (bty < -eps * ynorm) & (resid <= eps * ynorm) & (ynorm > 0)
+    # Dual infeasibility (unboundedness): x with Qx ~ 0, Ax ~ 0, Gx <= ~0, q'x < 0.
+    xnorm = _inf_norm(xp, x)
+    qtx = vdot(xp, prob.q, x)
+    dinf = (qtx < -eps * xnorm) & (_inf_norm(xp, res.Qx) <= eps * xnorm) & (xnorm > 0)
+    if prob.m:
+        dinf = dinf & (_inf_norm(xp, mv(prob.A, x)) <= eps * xnorm)
+    if prob.p:
+        Gx = mv(prob.G, x)
+        dinf = dinf & (xp.max(Gx, axis=-1) <= eps * xnorm)
+
+    finite = xp.isfinite(tau) & xp.isfinite(res.pres) & xp.isfinite(res.dres) & xp.isfinite(gap)
+    status = xp.full(tau.shape, RUNNING, dtype=xp.int32)
+    status = xp.where(dinf, int(Status.DUAL_INFEASIBLE), status)
+    status = xp.where(pinf, int(Status.PRIMAL_INFEASIBLE), status)
+    status = xp.where(solved, int(Status.SOLVED), status)
+    status = xp.where(finite, status, int(Status.NUMERICAL_ERROR))
+    return status
+
+
+def _max_step(xp, v, dv):
+    """Largest alpha in (0, inf] with v + alpha dv >= 0, per lane; v, dv (B, k)."""
+    ratio = xp.where(dv < 0, -v / xp.where(dv < 0, dv, -1.0), xp.inf)
+    return xp.min(ratio, axis=-1)
+
+
+def _step_length(xp, st: State, dz, ds, dtau, dkappa):
+    a = xp.minimum(_max_step(xp, st.tau[:, None], dtau[:, None]),
+                   _max_step(xp, st.kappa[:, None], dkappa[:, None]))
+    if dz is not None:
+        a = xp.minimum(a, xp.minimum(_max_step(xp, st.z, dz), _max_step(xp, st.s, ds)))
+    return a
+
+
+def _direction(xp, ops, prob, F, st, u1, dx_, dy_, dz_, dtau_, ds_, dkappa_, refine):
+    """Solve for one Newton direction given right-hand sides d_* (see module doc)."""
+    rz = None
+    if prob.p:
+        rz = _col(-dz_ + ds_ / st.z)
+    x2, y2, z2 = _kkt.solve(xp, ops, prob, F, _col(-dx_), _col(None if dy_ is None else -dy_),
+                            rz, refine)
+    x2, y2, z2 = _uncol(x2), _uncol(y2), _uncol(z2)
+    x1, y1, z1, denom, c = u1
+    num = dtau_ - dkappa_ / st.tau + vdot(xp, c, x2)
+    if prob.m:
+        num = num + vdot(xp, prob.b, y2)
+    if prob.p:
+        num = num + vdot(xp, prob.h, z2)
+    dtau = num / denom
+    dx = x2 + dtau[:, None] * x1
+    dy = dz = ds = None
+    if prob.m:
+        dy = y2 + dtau[:, None] * y1
+    if prob.p:
+        dz = z2 + dtau[:, None] * z1
+        ds = -(ds_ + st.s * dz) / st.z
+    dkappa = -(dkappa_ + st.kappa * dtau) / st.tau
+    return dx, dy, dz, ds, dtau, dkappa
+
+
+def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
+    """Check each running lane, then take one predictor-corrector step on those still running."""
+    res = residuals(xp, prob, st)
+    new_status = classify(xp, prob, st, res, cfg)
+    status = xp.where(st.status == RUNNING, new_status, st.status)
+    active = status == RUNNING
+
+    w = st.s / st.z if prob.p else None
+    if prob.p:
+        w = xp.where(active[:, None], w, xp.ones_like(w))
+    F = _kkt.factor(xp, ops, prob, w, cfg.delta, ~active, st.high)
+    status = xp.where(active & ~F.ok, int(Status.NUMERICAL_ERROR), status)
+    active = status == RUNNING
+
+    # u1 solves K u1 = [-q; b; h]; shared by predictor and corrector.
+    B = st.tau.shape[0]
+    q_full = xp.broadcast_to(prob.q, (B, prob.n))
+    rhs_y = _col(xp.broadcast_to(prob.b, (B, prob.m))) if prob.m else None
+    rhs_z = _col(xp.broadcast_to(prob.h, (B, prob.p))) if prob.p else None
+    u1 = _kkt.solve(xp, ops, prob, F, _col(-q_full), rhs_y, rhs_z, cfg.refine)
+    high = st.high
+    if prob.factor_dtype != prob.dtype:
+        # Mixed precision: once refinement with the narrow factor stops giving
+        # solves accurate well below the tolerance, factor in full precision.
+        err = _kkt.relative_error(xp, prob, F.w, u1, (_col(-q_full), rhs_y, rhs_z))
+        high = high | xp.any(active & (err > 1e-2 * cfg.tol))
+    x1, y1, z1 = (_uncol(v) for v in u1)
+    xi = st.x / st.tau[:, None]
+    d1 = x1 - xi
+    denom = st.kappa / st.tau + vdot(xp, d1, mv(prob.Q, d1))
+    if prob.p:
+        denom = denom + vdot(xp, z1 * z1, w)
+    c = prob.q + 2.0 * res.Qx / st.tau[:, None]
+    u1 = (x1, y1, z1, denom, c)
+
+    p1 = prob.p + 1
+    sz = vdot(xp, st.s, st.z) if prob.p else xp.zeros_like(st.tau)
+    mu = (sz + st.tau * st.kappa) / p1
+
+    # Predictor (affine scaling).
+    ds_a = st.s * st.z if prob.p else None
+    aff = _direction(xp, ops, prob, F, st, u1, res.rx, res.ry, res.rz, res.rtau,
+                     ds_a, st.tau * st.kappa, cfg.refine)
+    dx_a, dy_a, dz_a, dsl_a, dtau_a, dkappa_a = aff
+    alpha_a = xp.minimum(_step_length(xp, st, dz_a, dsl_a, dtau_a, dkappa_a), 1.0)
+    sigma = (1.0 - alpha_a) ** 3
+    sig = sigma[:, None]
+
+    # Corrector: centring plus Mehrotra's second-order term.
+    one_m = (1.0 - sigma)
+    ds_c = None
+    if prob.p:
+        ds_c = st.s * st.z + dsl_a * dz_a - sig * mu[:, None]
+    dkappa_c = st.tau * st.kappa + dtau_a * dkappa_a - sigma * mu
+    cor = _direction(
+        xp, ops, prob, F, st, u1,
+        one_m[:, None] * res.rx,
+        None if res.ry is None else one_m[:, None] * res.ry,
+        None if res.rz is None else one_m[:, None] * res.rz,
+        one_m * res.rtau, ds_c, dkappa_c, cfg.refine)
+    dx, dy, dz, dsl, dtau, dkappa = cor
+    alpha = xp.minimum(cfg.step_fraction * _step_length(xp, st, dz, dsl, dtau, dkappa), 1.0)
+    alpha = xp.where(active, alpha, 0.0)
+    a = alpha[:, None]
+
+    x = st.x + a * dx
+    y = st.y + a * dy if prob.m else st.y
+    z = st.z + a * dz if prob.p else st.z
+    s = st.s + a * dsl if prob.p else st.s
+    tau = st.tau + alpha * dtau
+    kappa = st.kappa + alpha * dkappa
+    iterations = st.iterations + xp.astype(active, xp.int32)
+    return State(x, y, z, s, tau, kappa, status, iterations, st.k + 1, high)
+
+
+def initial_state(xp, ops, prob: Problem, cfg: Settings) -> State:
+    """Start from the solution of the regularized least-squares system with W = I.
+
+    Solves ``[Q A' G'; A 0 0; G 0 -I] [x; y; v] = [-q; b; h]`` (so ``s = -v`` is the
+    slack of ``Gx + s = h`` and ``z = v``) and shifts ``s`` and ``z`` into the
+    interior (the Clarabel/CVXOPT start). ``tau = kappa = 1``.
+    """
+    B = prob.bad.shape[0]
+    dtype = prob.dtype
+    w = xp.ones((B, prob.p), dtype=dtype) if prob.p else None
+    F = _kkt.factor(xp, ops, prob, w, cfg.delta, prob.bad)
+    q_full = xp.broadcast_to(prob.q, (B, prob.n))
+    rhs_y = _col(xp.broadcast_to(prob.b, (B, prob.m))) if prob.m else None
+    rhs_z = _col(xp.broadcast_to(prob.h, (B, prob.p))) if prob.p else None
+    x, y, v = (_uncol(t) for t in _kkt.solve(xp, ops, prob, F, _col(-q_full), rhs_y, rhs_z,
+                                              cfg.refine))
+    if prob.m == 0:
+        y = xp.zeros((B, 0), dtype=dtype)
+    if prob.p:
+        s, z = -v, v
+        s = s + xp.where(xp.min(s, axis=-1) > 0, 0.0, 1.0 - xp.min(s, axis=-1))[:, None]
+        z = z + xp.where(xp.min(z, axis=-1) > 0, 0.0, 1.0 - xp.min(z, axis=-1))[:, None]
+    else:
+        s = z = xp.zeros((B, 0), dtype=dtype)
+    ones = xp.ones((B,), dtype=dtype)
+    status = xp.where(prob.bad | ~F.ok, int(Status.NUMERICAL_ERROR), RUNNING)
+    status = xp.astype(status, xp.int32)
+    # Keep bad lanes finite (their data were replaced; they never run).
+    x = xp.where(prob.bad[:, None], 0.0, x)
+    return State(x=x, y=y, z=z, s=s, tau=ones, kappa=ones, status=status,
+                 iterations=xp.zeros((B,), dtype=xp.int32),
+                 k=xp.asarray(0, dtype=xp.int32), high=xp.asarray(False))
+
+
+def run(xp, ops, prob: Problem, cfg: Settings):
+    """Run the interior-point loop. Returns the final ``State`` and ``Residuals``."""
+    st = initial_state(xp, ops, prob, cfg)
+
+    def cond(st):
+        return xp.any(st.status == RUNNING) & (st.k < cfg.max_iter)
+
+    def body(st):
+        return _iterate(xp, ops, prob, cfg, st)
+
+    st = ops.while_loop(cond, body, st)
+    # Final check of the lanes still running after the last step.
+    res = residuals(xp, prob, st)
+    final = classify(xp, prob, st, res, cfg)
+    final = xp.where(final == RUNNING, int(Status.MAX_ITER), final)
+    status = xp.where(st.status == RUNNING, final, st.status)
+    return st._replace(status=xp.astype(status, xp.int32)), res

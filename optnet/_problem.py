@@ -1,0 +1,231 @@
+"""Input checks and the canonical (flattened, sanitized) form of a batch of QPs.
+
+``canonicalize`` turns the user's ``Q, q, G, h, A, b`` into a :class:`Problem`
+whose every array has a leading "lane" dimension that is either 1 (shared by
+the batch) or ``B`` (the product of the broadcast batch shape). Shapes are
+checked here, with ``ValueError`` naming the argument; values are not: a lane
+whose data hold NaN/Inf is replaced by a harmless problem and flagged in
+``Problem.bad`` so that it can be reported as ``NUMERICAL_ERROR`` without
+touching its neighbours.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+ARG_NAMES = ("Q", "q", "G", "h", "A", "b")
+# Trailing (non-batch) rank of each argument.
+CORE_RANK = {"Q": 2, "q": 1, "G": 2, "h": 1, "A": 2, "b": 1}
+
+
+class Problem(NamedTuple):
+    """A batch of QPs in canonical form (``B`` lanes; lead dim 1 or ``B``).
+
+    Attributes
+    ----------
+    Q : (1|B, n, n)      q : (1|B, n)
+    G : (1|B, p, n)      h : (1|B, p)     ``None`` when there are no inequalities
+    A : (1|B, m, n)      b : (1|B, m)     ``None`` when there are no equalities
+    bad : (B,) bool      lanes whose data held NaN/Inf (data replaced)
+    h_free : (1|B, p) bool or None   rows where the user gave ``h = +inf``
+    batch_shape : tuple  the broadcast batch shape (``B = prod(batch_shape)``)
+    n, m, p : int        sizes (``m``/``p`` are 0 for absent blocks)
+    in_shapes : dict     the user's shape for each given argument
+    dtype : dtype        the floating dtype of the iteration (float64 where the
+                         backend has it: float32 problems are iterated in float64)
+    factor_dtype : dtype the dtype of the Cholesky factorizations (the input dtype)
+    out_dtype : dtype    the dtype of the results (the input dtype)
+    """
+
+    Q: Any
+    q: Any
+    G: Any
+    h: Any
+    A: Any
+    b: Any
+    bad: Any
+    h_free: Any
+    batch_shape: tuple
+    n: int
+    m: int
+    p: int
+    in_shapes: dict
+    dtype: Any
+    factor_dtype: Any
+    out_dtype: Any
+
+
+def _shape(a) -> tuple:
+    return tuple(int(d) for d in a.shape)
+
+
+def check_dtypes(xp, arrays: dict) -> Any:
+    """Return the floating dtype of the computation, or raise ``ValueError``.
+
+    float32 and float64 are accepted; integer arrays are promoted (to the float
+    dtype of the other inputs, float64 if all are integer); anything else
+    (bool, complex, float16, ...) is rejected.
+    """
+    floats = []
+    for name, a in arrays.items():
+        dt = a.dtype
+        if xp.isdtype(dt, "integral"):
+            continue
+        if dt == xp.float32 or dt == xp.float64:
+            floats.append(dt)
+            continue
+        raise ValueError(
+            f"{name} must have dtype float32 or float64 (integers are promoted); "
+            f"received dtype {dt}."
+        )
+    if not floats:
+        return xp.float64
+    return xp.float64 if any(dt == xp.float64 for dt in floats) else xp.float32
+
+
+def _check_ranks(arrays: dict) -> None:
+    for name, a in arrays.items():
+        if a.ndim < CORE_RANK[name]:
+            want = "(..., n, n)" if name == "Q" else (
+                "(..., rows, n)" if CORE_RANK[name] == 2 else "(..., size)")
+            raise ValueError(
+                f"{name} must have at least {CORE_RANK[name]} dimension(s), shape "
+                f"{want}; received shape {_shape(a)}."
+            )
+
+
+def _check_sizes(arrays: dict) -> tuple[int, int, int]:
+    Q = arrays["Q"]
+    n = _shape(Q)[-1]
+    if _shape(Q)[-2] != n:
+        raise ValueError(f"Q must be square, shape (..., n, n); received shape {_shape(Q)}.")
+    if n == 0:
+        raise ValueError("Q must have n >= 1 variables; received shape "
+                         f"{_shape(Q)}.")
+    if _shape(arrays["q"])[-1] != n:
+        raise ValueError(f"q must have shape (..., {n}) to match Q {_shape(Q)}; "
+                         f"received shape {_shape(arrays['q'])}.")
+    sizes = {}
+    for M, v, rows in (("G", "h", "p"), ("A", "b", "m")):
+        if M not in arrays:
+            sizes[rows] = 0
+            continue
+        sM, sv = _shape(arrays[M]), _shape(arrays[v])
+        if sM[-1] != n:
+            raise ValueError(f"{M} must have shape (..., {rows}, {n}) to match Q "
+                             f"{_shape(Q)}; received shape {sM}.")
+        if sv[-1] != sM[-2]:
+            raise ValueError(f"{v} must have shape (..., {sM[-2]}) to match {M} {sM}; "
+                             f"received shape {sv}.")
+        sizes[rows] = sM[-2]
+    return n, sizes["m"], sizes["p"]
+
+
+def _broadcast_batch(arrays: dict) -> tuple:
+    batch_shapes = {k: _shape(a)[: a.ndim - CORE_RANK[k]] for k, a in arrays.items()}
+    ndim = max(len(s) for s in batch_shapes.values())
+    out = [1] * ndim
+    for _name, bs in batch_shapes.items():
+        padded = (1,) * (ndim - len(bs)) + bs
+        for i, d in enumerate(padded):
+            if d == 1:
+                continue
+            if out[i] not in (1, d):
+                desc = ", ".join(f"{k}: {v}" for k, v in batch_shapes.items())
+                raise ValueError(
+                    "the batch dimensions (all but the trailing matrix/vector "
+                    f"dimensions) must broadcast together; received {desc}."
+                )
+            out[i] = d
+    return tuple(out)
+
+
+def _to_lanes(xp, a, rank: int, batch_shape: tuple, B: int):
+    """Reshape ``a`` (*batch_a, *core) to (1, *core) if shared, else (B, *core)."""
+    core = _shape(a)[a.ndim - rank:]
+    bs = _shape(a)[: a.ndim - rank]
+    if math.prod(bs) == 1 and B != 1:
+        return xp.reshape(a, (1, *core))
+    a = xp.broadcast_to(a, (*batch_shape, *core))
+    return xp.reshape(a, (B, *core))
+
+
+def _lane_bad(xp, a, rank: int):
+    """(lead,) bool: where ``a`` (lead, *core) holds a non-finite value."""
+    finite = xp.isfinite(a)
+    axes = tuple(range(1, 1 + rank))
+    return ~xp.all(finite, axis=axes)
+
+
+def canonicalize(xp, Q, q, G, h, A, b, *, has_float64: bool = True) -> Problem:
+    """Check shapes and dtypes and bring the data to canonical form.
+
+    float32 problems are factored in float32 but iterated (residuals, iterative
+    refinement, updates) in float64 when ``has_float64``: the O(n^3) work runs
+    at single-precision speed while the answer keeps double-precision accuracy
+    (mixed-precision iterative refinement).
+
+    Parameters
+    ----------
+    xp : array namespace; every argument must already belong to it.
+    Q : (*bQ, n, n)   q : (*bq, n)   G : (*bG, p, n) or None   h : (*bh, p) or None
+    A : (*bA, m, n) or None   b : (*bb, m) or None
+
+    Returns
+    -------
+    Problem
+    """
+    given = {"Q": Q, "q": q, "G": G, "h": h, "A": A, "b": b}
+    for M, v in (("G", "h"), ("A", "b")):
+        if (given[M] is None) != (given[v] is None):
+            have, miss = (M, v) if given[v] is None else (v, M)
+            raise ValueError(f"{have} was given without {miss}: pass both or neither.")
+    for name in ("Q", "q"):
+        if given[name] is None:
+            raise ValueError(f"{name} is required.")
+    arrays = {k: a for k, a in given.items() if a is not None}
+    _check_ranks(arrays)
+    out_dtype = check_dtypes(xp, arrays)
+    dtype = xp.float64 if has_float64 else out_dtype
+    n, m, p = _check_sizes(arrays)
+    in_shapes = {k: _shape(a) for k, a in arrays.items()}
+    batch_shape = _broadcast_batch(arrays)
+    B = math.prod(batch_shape)
+    # Blocks with zero rows are the same as absent blocks.
+    if p == 0:
+        arrays.pop("G", None), arrays.pop("h", None)
+    if m == 0:
+        arrays.pop("A", None), arrays.pop("b", None)
+
+    lanes = {k: _to_lanes(xp, xp.astype(a, dtype), CORE_RANK[k], batch_shape, B)
+             for k, a in arrays.items()}
+    bad = xp.zeros((B,), dtype=xp.bool)
+    h_free = None
+    if "h" in lanes:
+        h_ = lanes["h"]
+        h_free = xp.isinf(h_) & (h_ > 0)
+        # A free row becomes 0'x <= 1: always satisfied, harmless to the KKT system.
+        lanes["h"] = xp.where(h_free, xp.asarray(1.0, dtype=dtype), h_)
+        lanes["G"] = xp.where(h_free[:, :, None], xp.asarray(0.0, dtype=dtype), lanes["G"])
+    for k, a in lanes.items():
+        bad = bad | _lane_bad(xp, a, CORE_RANK[k])
+    # Replace the data of bad lanes by a harmless problem (Q = I, everything else 0,
+    # h = 1) so that their arithmetic stays finite; their outputs are NaN'd later.
+    for k, a in lanes.items():
+        rank = CORE_RANK[k]
+        lane_mask = bad if a.shape[0] == B else xp.any(bad, keepdims=True)
+        mask = xp.reshape(lane_mask, (a.shape[0],) + (1,) * rank)
+        if k == "Q":
+            repl = xp.eye(n, dtype=dtype)
+        elif k == "h":
+            repl = xp.ones(a.shape[1:], dtype=dtype)
+        else:
+            repl = xp.zeros(a.shape[1:], dtype=dtype)
+        lanes[k] = xp.where(mask, repl, a)
+    return Problem(
+        Q=lanes["Q"], q=lanes["q"], G=lanes.get("G"), h=lanes.get("h"),
+        A=lanes.get("A"), b=lanes.get("b"), bad=bad, h_free=h_free,
+        batch_shape=batch_shape, n=n, m=m, p=p, in_shapes=in_shapes, dtype=dtype,
+        factor_dtype=out_dtype, out_dtype=out_dtype,
+    )

@@ -1,0 +1,154 @@
+"""``optnet.solve``: the public entry point of the forward pass."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from . import _kkt, _pdipm, backends
+from ._polish import Point, polish, residuals
+from ._problem import ARG_NAMES, Problem, canonicalize
+from ._types import STATUS_EXPLANATIONS, QPError, QPSolution, Status
+
+
+class Context(NamedTuple):
+    """What the derivatives need: the canonical problem, the normalized final
+    iterate (canonical lane shapes), the per-lane status and the factorization
+    of the KKT matrix at that iterate."""
+
+    xp: Any
+    ops: Any
+    prob: Problem
+    cfg: Any
+    x: Any
+    y: Any
+    z: Any
+    s: Any
+    status: Any
+    factor: Any
+
+
+def _convert(args: dict, backend):
+    name = backends.infer(args) if backend is None else backend
+    be = backends.load(name)
+    converted = {k: (None if a is None else be.asarray(a)) for k, a in args.items()}
+    return be, converted
+
+
+def solve(Q, q, G=None, h=None, A=None, b=None, *, backend=None, tol=None, max_iter=None,
+          check=False) -> QPSolution:
+    """Solve a batch of convex quadratic programs.
+
+    ::
+
+        minimize_x  1/2 x'Qx + q'x   subject to   Ax = b,  Gx <= h
+
+    Parameters
+    ----------
+    Q : array, shape (*bQ, n, n)
+        Symmetric positive semidefinite (Q = 0 gives an LP).
+    q : array, shape (*bq, n)
+    G : array, shape (*bG, p, n), optional
+    h : array, shape (*bh, p), optional
+        ``+inf`` entries mean "no constraint" for that row.
+    A : array, shape (*bA, m, n), optional
+    b : array, shape (*bb, m), optional
+        ``G``/``h`` and ``A``/``b`` come in pairs; either pair may be absent.
+        The batch dimensions broadcast NumPy-style; an argument without them is
+        shared by every problem.
+    backend : {None, "numpy", "array_api_strict", "torch", "jax", "cupy"}
+        None infers the library from the inputs; a name converts them to it.
+    tol : float, optional
+        Relative tolerance on the primal and dual residuals and the gap
+        (default 1e-9 in float64, 1e-5 in float32).
+    max_iter : int, optional
+        Iteration limit (default 100); lanes that reach it get ``MAX_ITER``.
+    check : bool
+        Raise :class:`QPError` if any problem is not ``SOLVED`` (eager only).
+
+    Returns
+    -------
+    QPSolution
+        Arrays of the backend's library with batch shape the broadcast of the
+        inputs' batch shapes. The computation runs in float64 if any input is
+        float64, else float32; integer inputs are promoted.
+    """
+    args = {"Q": Q, "q": q, "G": G, "h": h, "A": A, "b": b}
+    be, args = _convert(args, backend)
+    xp, ops = be.namespace, be.ops
+    prob = canonicalize(xp, *(args[k] for k in ARG_NAMES))
+    cfg = _pdipm.default_settings(xp, prob, tol, max_iter)
+    with be.quiet():
+        st, res = _pdipm.run(xp, ops, prob, cfg)
+        sol = _assemble(xp, ops, prob, cfg, st, res)
+    if check:
+        _raise_unless_solved(xp, sol)
+    return sol
+
+
+def _assemble(xp, ops, prob: Problem, cfg, st, res) -> QPSolution:
+    tau = st.tau[:, None]
+    status = st.status
+    failed = (status == int(Status.PRIMAL_INFEASIBLE)) | (status == int(Status.DUAL_INFEASIBLE)) \
+        | (status == int(Status.NUMERICAL_ERROR))
+    solved = status == int(Status.SOLVED)
+    nan = xp.asarray(xp.nan, dtype=prob.dtype)
+
+    def finish(v):
+        return xp.where(failed[:, None], nan, v / tau)
+
+    pt = Point(finish(st.x), finish(st.y), finish(st.z), finish(st.s))
+    # The factorization of the KKT matrix at the final interior point, for the
+    # derivatives (W = s / z there is finite and positive in every lane).
+    w = xp.where(failed[:, None], 1.0, st.s / st.z) if prob.p else None
+    factor = _kkt.factor(xp, ops, prob, w, cfg.delta, ~solved, xp.asarray(True))
+    pt = polish(xp, ops, prob, cfg, pt, solved)
+    x, y, z, s = pt
+    if prob.p:
+        # Rows with h = +inf: slack infinite, dual exactly zero.
+        z = xp.where(prob.h_free, 0.0, z)
+    ctx = Context(xp=xp, ops=ops, prob=prob, cfg=cfg, x=x, y=y, z=z, s=s, status=status,
+                  factor=factor)
+    pres, dres, gap = residuals(xp, prob, Point(x, y, z, s))
+    s_out = xp.where(prob.h_free, xp.inf, s) if prob.p else s
+    bs = prob.batch_shape
+
+    def out(v, cast=True):
+        v = xp.reshape(v, (*bs, *v.shape[1:]))
+        return xp.astype(v, prob.out_dtype) if cast else v
+
+    return QPSolution(
+        x=out(x), z=out(z), y=out(y), s=out(s_out), status=out(status, False),
+        iterations=out(st.iterations, False),
+        primal_residual=out(xp.where(failed, nan, pres)),
+        dual_residual=out(xp.where(failed, nan, dres)),
+        gap=out(xp.where(failed, nan, gap)), context=ctx,
+    )
+
+
+def _raise_unless_solved(xp, sol: QPSolution) -> None:
+    import numpy as np
+
+    status = np.asarray(_to_host(sol.status)).reshape(-1)
+    bad = np.nonzero(status != int(Status.SOLVED))[0]
+    if bad.size == 0:
+        return
+    lines = [f"{bad.size} of {status.size} problems were not solved:"]
+    for code in sorted(set(int(c) for c in status[bad])):
+        lanes = bad[status[bad] == code]
+        shown = ", ".join(str(i) for i in lanes[:10]) + (", ..." if lanes.size > 10 else "")
+        st = Status(code)
+        lines.append(f"  {st.name} (flat indices {shown}): {STATUS_EXPLANATIONS[st]}")
+    raise QPError("\n".join(lines))
+
+
+def _to_host(a):
+    import numpy as np
+
+    try:
+        return np.asarray(a)
+    except Exception:
+        if hasattr(a, "get"):       # cupy
+            return a.get()
+        if hasattr(a, "cpu"):       # torch on a device
+            return a.cpu().numpy()
+        return np.from_dlpack(a)

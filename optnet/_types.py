@@ -1,0 +1,109 @@
+"""Result types, status codes and errors shared by the whole package.
+
+Nothing here imports an array library: the arrays inside these containers
+belong to whatever namespace the caller used.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, NamedTuple
+
+
+class Status(enum.IntEnum):
+    """Outcome of one problem of the batch (``QPSolution.status`` holds these codes)."""
+
+    SOLVED = 0
+    MAX_ITER = 1
+    PRIMAL_INFEASIBLE = 2
+    DUAL_INFEASIBLE = 3
+    NUMERICAL_ERROR = 4
+
+    @property
+    def explanation(self) -> str:
+        return STATUS_EXPLANATIONS[self]
+
+
+STATUS_EXPLANATIONS = {
+    Status.SOLVED: (
+        "The primal residual, the dual residual and the duality gap all met the "
+        "tolerance; x, y, z and s are an optimal primal-dual pair."
+    ),
+    Status.MAX_ITER: (
+        "The iteration limit was reached before the tolerances were met. x, y, z "
+        "and s hold the last iterate, which is usually close to optimal but not "
+        "certified; raise max_iter or loosen tol, or inspect the residuals."
+    ),
+    Status.PRIMAL_INFEASIBLE: (
+        "No x satisfies Ax = b and Gx <= h: the solver found a Farkas certificate "
+        "(y, z) with z >= 0, A'y + G'z = 0 and b'y + h'z < 0. The solution arrays "
+        "of this problem are NaN."
+    ),
+    Status.DUAL_INFEASIBLE: (
+        "The objective is unbounded below on the feasible set: the solver found a "
+        "direction d with Qd = 0, Ad = 0, Gd <= 0 and q'd < 0. The solution "
+        "arrays of this problem are NaN."
+    ),
+    Status.NUMERICAL_ERROR: (
+        "The problem data contain NaN or Inf (other than +inf in h, which means "
+        "'no constraint'), Q is not positive semidefinite, or the KKT system "
+        "could not be factored. The solution arrays of this problem are NaN."
+    ),
+}
+
+
+class QPError(RuntimeError):
+    """Raised by ``solve(..., check=True)`` when some problem is not SOLVED."""
+
+
+class QPSolution(NamedTuple):
+    """Solution of a batch of quadratic programs.
+
+    ``batch`` below is the broadcast of the leading dimensions of the inputs.
+
+    Attributes
+    ----------
+    x : array, shape (*batch, n)
+        Primal solution.
+    z : array, shape (*batch, p)
+        Duals of the inequalities ``Gx <= h`` (the paper's lambda), ``z >= 0``.
+    y : array, shape (*batch, m)
+        Duals of the equalities ``Ax = b`` (the paper's nu).
+    s : array, shape (*batch, p)
+        Slacks ``h - Gx >= 0`` (``+inf`` where ``h`` is ``+inf``).
+    status : integer array, shape (*batch)
+        One ``Status`` code per problem.
+    iterations : integer array, shape (*batch)
+        Interior-point iterations each problem took.
+    primal_residual, dual_residual, gap : array, shape (*batch)
+        Final infinity-norm residuals ``max(|Ax-b|, |Gx+s-h|)``,
+        ``|Qx+q+A'y+G'z|`` and the duality gap ``|s'z|``, unscaled.
+    """
+
+    x: Any
+    z: Any
+    y: Any
+    s: Any
+    status: Any
+    iterations: Any
+    primal_residual: Any
+    dual_residual: Any
+    gap: Any
+    # What the derivatives need (the problem and the final factorization),
+    # read by ``optnet.vjp`` / ``optnet.jvp``; not part of the stable API.
+    context: Any = None
+
+
+class QPGrads(NamedTuple):
+    """Gradients of a scalar loss with respect to the inputs of ``solve``.
+
+    Each field has the shape of the matching input (``None`` where the input
+    was ``None``); an input shared by the batch gets the sum over the batch.
+    """
+
+    Q: Any
+    q: Any
+    G: Any
+    h: Any
+    A: Any
+    b: Any

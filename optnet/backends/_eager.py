@@ -1,0 +1,52 @@
+"""Building blocks shared by the eager backends (NumPy, array-api-strict, CuPy, torch)."""
+
+from __future__ import annotations
+
+
+def while_loop(cond, body, state):
+    """A Python loop with ``lax.while_loop`` semantics."""
+    while bool(cond(state)):
+        state = body(state)
+    return state
+
+
+def cond(pred, true_fn, false_fn):
+    """A Python ``if`` with ``lax.cond`` semantics."""
+    return true_fn() if bool(pred) else false_fn()
+
+
+def cholesky_per_lane(xp, H, shifts, raises):
+    """Batched Cholesky of ``H + shift I`` that isolates failures lane by lane.
+
+    Tries the whole batch with ``shifts[0]``; if the library raises (one bad
+    lane makes LAPACK-style batched routines fail as a whole) it goes lane by
+    lane, escalating through ``shifts`` for a lane that fails. Lanes that fail
+    with every shift (or whose factor is not finite) get the identity and
+    ``ok = False``.
+
+    Parameters
+    ----------
+    xp : namespace
+    H : (B, k, k)
+    shifts : tuple of float, increasing
+    raises : tuple of exception types that signal a non-positive-definite matrix
+    """
+    k = H.shape[-1]
+    eye = xp.eye(k, dtype=H.dtype)
+    try:
+        L = xp.linalg.cholesky(H + shifts[0] * eye)
+    except raises:
+        rows = []
+        for i in range(H.shape[0]):
+            Li = xp.full((k, k), xp.nan, dtype=H.dtype)
+            for shift in shifts:
+                try:
+                    Li = xp.linalg.cholesky(H[i, ...] + shift * eye)
+                    break
+                except raises:
+                    continue
+            rows.append(Li)
+        L = xp.stack(rows, axis=0)
+    ok = xp.all(xp.isfinite(L), axis=(-2, -1))
+    L = xp.where(ok[:, None, None], L, eye)
+    return L, ok
