@@ -6,8 +6,9 @@
 ([0.0, 1.0], 0)
 """
 
+from ._adjoint import jvp, vjp
 from ._solve import solve
-from ._types import QPError, QPGrads, QPSolution, Status
+from ._types import QPError, QPGrads, QPSolution, QPTangents, Status
 
-__all__ = ["solve", "Status", "QPSolution", "QPGrads", "QPError"]
+__all__ = ["solve", "vjp", "jvp", "Status", "QPSolution", "QPGrads", "QPTangents", "QPError"]
 __version__ = "0.1.0"

@@ -32,6 +32,21 @@ from ._kkt import mtv, mv, vdot
 from ._problem import Problem
 
 
+class ActiveSystem(NamedTuple):
+    """The equality-constrained KKT system on the active set, factored.
+
+    ``sub`` is a :class:`Problem` with ``Q + rho E'E`` in the Q slot and ``E``
+    (B, m + p, n) in the equality slot (inactive rows zero); ``F`` its
+    factorization; ``act`` (B, p) the active rows; ``rho`` (B, 1). The
+    derivatives (``_adjoint``) solve with it.
+    """
+
+    sub: object
+    F: object
+    act: object
+    rho: object
+
+
 class Point(NamedTuple):
     """A primal-dual point, canonical lane shapes: x (B, n), y (B, m), z (B, p), s (B, p)."""
 
@@ -68,10 +83,8 @@ def _trace(xp, M):
     return xp.sum(xp.linalg.diagonal(M), axis=-1)
 
 
-def polish(xp, ops, prob: Problem, cfg, pt: Point, solved):
-    """Polish the lanes where ``solved`` (B,) is True; returns a new :class:`Point`."""
-    if prob.p == 0 and prob.m == 0:
-        return pt
+def active_system(xp, ops, prob: Problem, cfg, pt: Point, lanes) -> ActiveSystem:
+    """Build and factor the active-set KKT system of ``pt`` in ``lanes`` (B,) bool."""
     B = pt.x.shape[0]
     act = pt.z > pt.s if prob.p else None
     blocks, rhs = [], []
@@ -81,6 +94,10 @@ def polish(xp, ops, prob: Problem, cfg, pt: Point, solved):
     if prob.p:
         blocks.append(xp.where(act[:, :, None], prob.G, 0.0))
         rhs.append(xp.where(act, prob.h, 0.0))
+    if not blocks:
+        sub = prob._replace(G=None, h=None, A=None, b=None, m=0, p=0)
+        F = _kkt.factor(xp, ops, sub, None, cfg.delta, ~lanes, xp.asarray(True))
+        return ActiveSystem(sub, F, act, None)
     E = xp.concat(blocks, axis=-2) if len(blocks) > 1 else blocks[0]
     e = xp.concat(rhs, axis=-1) if len(rhs) > 1 else rhs[0]
     EtE = xp.matrix_transpose(E) @ E
@@ -91,12 +108,50 @@ def polish(xp, ops, prob: Problem, cfg, pt: Point, solved):
     Qr = prob.Q + rho[:, :, None] * EtE
     qr = prob.q - rho * mtv(E, e)
     sub = prob._replace(Q=Qr, q=qr, G=None, h=None, A=E, b=e, m=E.shape[-2], p=0)
-    F = _kkt.factor(xp, ops, sub, None, cfg.delta, ~solved, xp.asarray(True))
-    x, nu, _ = _kkt.solve(xp, ops, sub, F, -qr[..., None], e[..., None], None, cfg.refine + 1)
+    F = _kkt.factor(xp, ops, sub, None, cfg.delta, ~lanes, xp.asarray(True))
+    return ActiveSystem(sub, F, act, rho)
+
+
+def solve_active(xp, ops, system: ActiveSystem, rx, rnu, refine):
+    """Solve ``[[Q, E'], [E, 0]] [u; v] = [rx; rnu]`` (rx (B, n, k), rnu (B, m+p, k) or None).
+
+    The factored matrix carries ``rho E'E`` in its leading block, so the
+    right-hand side gets ``rho E' rnu`` added (the same solution, since
+    ``E u = rnu``).
+    """
+    sub = system.sub
+    if rnu is None:
+        u, _, _ = _kkt.solve(xp, ops, sub, system.F, rx, None, None, refine)
+        return u, None
+    rx = rx + system.rho[:, :, None] * (xp.matrix_transpose(sub.A) @ rnu)
+    u, v, _ = _kkt.solve(xp, ops, sub, system.F, rx, rnu, None, refine)
+    return u, v
+
+
+def polish(xp, ops, prob: Problem, cfg, pt: Point, solved):
+    """Polish the lanes where ``solved`` (B,) is True.
+
+    Returns
+    -------
+    Point
+        The polished point (the input point in lanes where polishing failed).
+    ActiveSystem
+        The factored active-set system (reused by the derivatives).
+    """
+    system = active_system(xp, ops, prob, cfg, pt, solved)
+    sub = system.sub
+    refine = cfg.refine + 1
+    if sub.m == 0:
+        x, _ = solve_active(xp, ops, system, -prob.q[..., None], None, refine)
+        x = x[..., 0]
+        ok = solved & system.F.ok & xp.all(xp.isfinite(x), axis=-1)
+        return Point(xp.where(ok[:, None], x, pt.x), pt.y, pt.z, pt.s), system
+    x, nu = solve_active(xp, ops, system, -prob.q[..., None], sub.b[..., None], refine)
     x, nu = x[..., 0], nu[..., 0]
     y = nu[:, : prob.m] if prob.m else pt.y
     z, s = pt.z, pt.s
-    ok = solved & F.ok & xp.all(xp.isfinite(x), axis=-1) & xp.all(xp.isfinite(nu), axis=-1)
+    act = system.act
+    ok = solved & system.F.ok & xp.all(xp.isfinite(x), axis=-1) & xp.all(xp.isfinite(nu), axis=-1)
     if prob.p:
         zp = nu[:, prob.m:]
         sp = prob.h - mv(prob.G, x)
@@ -118,4 +173,4 @@ def polish(xp, ops, prob: Problem, cfg, pt: Point, solved):
         xp.where(k, new.y, pt.y) if prob.m else pt.y,
         xp.where(k, new.z, pt.z) if prob.p else pt.z,
         xp.where(k, new.s, pt.s) if prob.p else pt.s,
-    )
+    ), system

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from . import _kkt, _pdipm, backends
+from . import _pdipm, backends
 from ._polish import Point, polish, residuals
 from ._problem import ARG_NAMES, Problem, canonicalize
 from ._types import STATUS_EXPLANATIONS, QPError, QPSolution, Status
 
 
 class Context(NamedTuple):
-    """What the derivatives need: the canonical problem, the normalized final
-    iterate (canonical lane shapes), the per-lane status and the factorization
-    of the KKT matrix at that iterate."""
+    """What the derivatives need: the canonical problem, the solution (canonical
+    lane shapes), the per-lane status and the factored active-set KKT system."""
 
     xp: Any
     ops: Any
+    asarray: Any
     prob: Problem
     cfg: Any
     x: Any
@@ -24,7 +24,7 @@ class Context(NamedTuple):
     z: Any
     s: Any
     status: Any
-    factor: Any
+    system: Any
 
 
 def _convert(args: dict, backend):
@@ -79,13 +79,13 @@ def solve(Q, q, G=None, h=None, A=None, b=None, *, backend=None, tol=None, max_i
     cfg = _pdipm.default_settings(xp, prob, tol, max_iter)
     with be.quiet():
         st, res = _pdipm.run(xp, ops, prob, cfg)
-        sol = _assemble(xp, ops, prob, cfg, st, res)
+        sol = _assemble(xp, ops, prob, cfg, st, res, be.asarray)
     if check:
         _raise_unless_solved(xp, sol)
     return sol
 
 
-def _assemble(xp, ops, prob: Problem, cfg, st, res) -> QPSolution:
+def _assemble(xp, ops, prob: Problem, cfg, st, res, asarray) -> QPSolution:
     tau = st.tau[:, None]
     status = st.status
     failed = (status == int(Status.PRIMAL_INFEASIBLE)) | (status == int(Status.DUAL_INFEASIBLE)) \
@@ -97,17 +97,14 @@ def _assemble(xp, ops, prob: Problem, cfg, st, res) -> QPSolution:
         return xp.where(failed[:, None], nan, v / tau)
 
     pt = Point(finish(st.x), finish(st.y), finish(st.z), finish(st.s))
-    # The factorization of the KKT matrix at the final interior point, for the
-    # derivatives (W = s / z there is finite and positive in every lane).
-    w = xp.where(failed[:, None], 1.0, st.s / st.z) if prob.p else None
-    factor = _kkt.factor(xp, ops, prob, w, cfg.delta, ~solved, xp.asarray(True))
-    pt = polish(xp, ops, prob, cfg, pt, solved)
+    # The factored active-set system is kept for the derivatives.
+    pt, system = polish(xp, ops, prob, cfg, pt, solved)
     x, y, z, s = pt
     if prob.p:
         # Rows with h = +inf: slack infinite, dual exactly zero.
         z = xp.where(prob.h_free, 0.0, z)
-    ctx = Context(xp=xp, ops=ops, prob=prob, cfg=cfg, x=x, y=y, z=z, s=s, status=status,
-                  factor=factor)
+    ctx = Context(xp=xp, ops=ops, asarray=asarray, prob=prob, cfg=cfg, x=x, y=y, z=z, s=s,
+                  status=status, system=system)
     pres, dres, gap = residuals(xp, prob, Point(x, y, z, s))
     s_out = xp.where(prob.h_free, xp.inf, s) if prob.p else s
     bs = prob.batch_shape

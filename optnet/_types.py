@@ -107,3 +107,17 @@ class QPGrads(NamedTuple):
     h: Any
     A: Any
     b: Any
+
+
+class QPTangents(NamedTuple):
+    """Directional derivatives of a :class:`QPSolution` (``optnet.jvp``).
+
+    Attributes
+    ----------
+    x : (*batch, n)   z : (*batch, p)   y : (*batch, m)   s : (*batch, p)
+    """
+
+    x: Any
+    z: Any
+    y: Any
+    s: Any
