@@ -181,7 +181,9 @@ def vjp(sol: QPSolution, dx, dz=None, dy=None) -> QPGrads:
     B = ok.shape[0]
 
     def full(v, k):
-        return xp.zeros((B, k), dtype=prob.dtype) if v is None else xp.broadcast_to(v, (B, k))
+        if v is None:
+            return xp.zeros((B, k), dtype=prob.dtype, device=prob.device)
+        return xp.broadcast_to(v, (B, k))
 
     ux, uy, uz = _kkt_solve(ctx, ok, gx, full(gy, prob.m) if prob.m else None,
                             full(gz, prob.p) if prob.p else None)
@@ -200,7 +202,7 @@ def vjp(sol: QPSolution, dx, dz=None, dy=None) -> QPGrads:
         rank = CORE_RANK[name]
         g = grads.get(name)
         if g is None:   # a block with zero rows
-            out[name] = xp.zeros(shape, dtype=prob.out_dtype)
+            out[name] = xp.zeros(shape, dtype=prob.out_dtype, device=prob.device)
             continue
         g = _sum_to_shape(xp, g, shape, prob.batch_shape, rank)
         out[name] = xp.astype(g, prob.out_dtype)
@@ -243,7 +245,7 @@ def jvp(sol: QPSolution, dQ=None, dq=None, dG=None, dh=None, dA=None, db=None) -
         t[arg] = _lanes_of(ctx, name, v, core, like=arg)
     ok, x, y, z = _masked_point(ctx)
     B = ok.shape[0]
-    rx = xp.zeros((B, prob.n), dtype=prob.dtype)
+    rx = xp.zeros((B, prob.n), dtype=prob.dtype, device=prob.device)
     if "Q" in t:
         dQs = 0.5 * (t["Q"] + xp.matrix_transpose(t["Q"]))
         rx = rx - mv(dQs, x)
@@ -251,14 +253,14 @@ def jvp(sol: QPSolution, dQ=None, dq=None, dG=None, dh=None, dA=None, db=None) -
         rx = rx - t["q"]
     ry = rz = None
     if prob.m:
-        ry = xp.zeros((B, prob.m), dtype=prob.dtype)
+        ry = xp.zeros((B, prob.m), dtype=prob.dtype, device=prob.device)
         if "A" in t:
             rx = rx - mtv(t["A"], y)
             ry = ry - mv(t["A"], x)
         if "b" in t:
             ry = ry + t["b"]
     if prob.p:
-        rz = xp.zeros((B, prob.p), dtype=prob.dtype)
+        rz = xp.zeros((B, prob.p), dtype=prob.dtype, device=prob.device)
         if "G" in t:
             dG = xp.where(prob.h_free[:, :, None], 0.0, t["G"])
             rx = rx - mtv(dG, z)
@@ -272,9 +274,9 @@ def jvp(sol: QPSolution, dQ=None, dq=None, dG=None, dh=None, dA=None, db=None) -
         ds = rz - mv(prob.G, dx)
         ds = xp.where(ok[:, None] & ~prob.h_free, ds, 0.0)
     else:
-        dz = ds = xp.zeros((B, 0), dtype=prob.dtype)
+        dz = ds = xp.zeros((B, 0), dtype=prob.dtype, device=prob.device)
     if not prob.m:
-        dy = xp.zeros((B, 0), dtype=prob.dtype)
+        dy = xp.zeros((B, 0), dtype=prob.dtype, device=prob.device)
     bs = prob.batch_shape
 
     def out(v):

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from array_api_compat import device
+
 from ._problem import Problem
 
 
@@ -85,10 +87,10 @@ def _jacobi_cholesky(xp, ops, Mat, delta, skip, factor_dtype):
     fails) to ``1e3 delta``, ``1e6 delta`` and ``1e9 delta``.
     """
     k = Mat.shape[-1]
-    eye = xp.eye(k, dtype=Mat.dtype)
+    eye = xp.eye(k, dtype=Mat.dtype, device=device(Mat))
     d = xp.linalg.diagonal(Mat)
     tiny = xp.finfo(Mat.dtype).tiny
-    c = 1.0 / xp.sqrt(xp.where(d > tiny, d, xp.asarray(1.0, dtype=Mat.dtype)))
+    c = 1.0 / xp.sqrt(xp.where(d > tiny, d, 1.0))
     scaled = c[:, :, None] * Mat * c[:, None, :]
     scaled = xp.where(skip[:, None, None], eye, scaled)
     if factor_dtype != Mat.dtype:

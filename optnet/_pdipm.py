@@ -229,7 +229,7 @@ def classify(xp, prob: Problem, st: State, res: Residuals, cfg: Settings):
         dinf = dinf & (xp.max(Gx, axis=-1) <= eps * xnorm)
 
     finite = xp.isfinite(tau) & xp.isfinite(res.pres) & xp.isfinite(res.dres) & xp.isfinite(gap)
-    status = xp.full(tau.shape, RUNNING, dtype=xp.int32)
+    status = xp.full(tau.shape, RUNNING, dtype=xp.int32, device=prob.device)
     status = xp.where(dinf, int(Status.DUAL_INFEASIBLE), status)
     status = xp.where(pinf, int(Status.PRIMAL_INFEASIBLE), status)
     status = xp.where(solved, int(Status.SOLVED), status)
@@ -361,7 +361,7 @@ def initial_state(xp, ops, prob: Problem, cfg: Settings) -> State:
     """
     B = prob.bad.shape[0]
     dtype = prob.dtype
-    w = xp.ones((B, prob.p), dtype=dtype) if prob.p else None
+    w = xp.ones((B, prob.p), dtype=dtype, device=prob.device) if prob.p else None
     F = _kkt.factor(xp, ops, prob, w, cfg.delta, prob.bad)
     q_full = xp.broadcast_to(prob.q, (B, prob.n))
     rhs_y = _col(xp.broadcast_to(prob.b, (B, prob.m))) if prob.m else None
@@ -369,21 +369,22 @@ def initial_state(xp, ops, prob: Problem, cfg: Settings) -> State:
     x, y, v = (_uncol(t) for t in _kkt.solve(xp, ops, prob, F, _col(-q_full), rhs_y, rhs_z,
                                               cfg.refine))
     if prob.m == 0:
-        y = xp.zeros((B, 0), dtype=dtype)
+        y = xp.zeros((B, 0), dtype=dtype, device=prob.device)
     if prob.p:
         s, z = -v, v
         s = s + xp.where(xp.min(s, axis=-1) > 0, 0.0, 1.0 - xp.min(s, axis=-1))[:, None]
         z = z + xp.where(xp.min(z, axis=-1) > 0, 0.0, 1.0 - xp.min(z, axis=-1))[:, None]
     else:
-        s = z = xp.zeros((B, 0), dtype=dtype)
-    ones = xp.ones((B,), dtype=dtype)
+        s = z = xp.zeros((B, 0), dtype=dtype, device=prob.device)
+    ones = xp.ones((B,), dtype=dtype, device=prob.device)
     status = xp.where(prob.bad | ~F.ok, int(Status.NUMERICAL_ERROR), RUNNING)
     status = xp.astype(status, xp.int32)
     # Keep bad lanes finite (their data were replaced; they never run).
     x = xp.where(prob.bad[:, None], 0.0, x)
     return State(x=x, y=y, z=z, s=s, tau=ones, kappa=ones, status=status,
-                 iterations=xp.zeros((B,), dtype=xp.int32),
-                 k=xp.asarray(0, dtype=xp.int32), high=xp.asarray(False))
+                 iterations=xp.zeros((B,), dtype=xp.int32, device=prob.device),
+                 k=xp.asarray(0, dtype=xp.int32, device=prob.device),
+                 high=xp.asarray(False, device=prob.device))
 
 
 def run(xp, ops, prob: Problem, cfg: Settings):

@@ -67,7 +67,7 @@ def residuals(xp, prob: Problem, pt: Point):
     """
     x = pt.x
     r = mv(prob.Q, x) + prob.q
-    pres = xp.zeros(x.shape[:1], dtype=x.dtype)
+    pres = xp.zeros_like(x[:, 0])
     gap = xp.zeros_like(pres)
     if prob.m:
         r = r + mtv(prob.A, pt.y)
@@ -96,7 +96,7 @@ def active_system(xp, ops, prob: Problem, cfg, pt: Point, lanes) -> ActiveSystem
         rhs.append(xp.where(act, prob.h, 0.0))
     if not blocks:
         sub = prob._replace(G=None, h=None, A=None, b=None, m=0, p=0)
-        F = _kkt.factor(xp, ops, sub, None, cfg.delta, ~lanes, xp.asarray(True))
+        F = _kkt.factor(xp, ops, sub, None, cfg.delta, ~lanes, xp.asarray(True, device=prob.device))
         return ActiveSystem(sub, F, act, None)
     E = xp.concat(blocks, axis=-2) if len(blocks) > 1 else blocks[0]
     e = xp.concat(rhs, axis=-1) if len(rhs) > 1 else rhs[0]
@@ -108,7 +108,8 @@ def active_system(xp, ops, prob: Problem, cfg, pt: Point, lanes) -> ActiveSystem
     Qr = prob.Q + rho[:, :, None] * EtE
     qr = prob.q - rho * mtv(E, e)
     sub = prob._replace(Q=Qr, q=qr, G=None, h=None, A=E, b=e, m=E.shape[-2], p=0)
-    F = _kkt.factor(xp, ops, sub, None, cfg.delta, ~lanes, xp.asarray(True))
+    F = _kkt.factor(xp, ops, sub, None, cfg.delta, ~lanes,
+                    xp.asarray(True, device=prob.device))
     return ActiveSystem(sub, F, act, rho)
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+from array_api_compat import device
+
 ARG_NAMES = ("Q", "q", "G", "h", "A", "b")
 # Trailing (non-batch) rank of each argument.
 CORE_RANK = {"Q": 2, "q": 1, "G": 2, "h": 1, "A": 2, "b": 1}
@@ -35,6 +37,7 @@ class Problem(NamedTuple):
     dtype : dtype        the floating dtype of the iteration (float64 where the
                          backend has it: float32 problems are iterated in float64)
     factor_dtype : dtype the dtype of the Cholesky factorizations (the input dtype)
+    device : object      the device of the arrays
     out_dtype : dtype    the dtype of the results (the input dtype)
     """
 
@@ -53,6 +56,7 @@ class Problem(NamedTuple):
     in_shapes: dict
     dtype: Any
     factor_dtype: Any
+    device: Any
     out_dtype: Any
 
 
@@ -198,16 +202,20 @@ def canonicalize(xp, Q, q, G, h, A, b, *, has_float64: bool = True) -> Problem:
     if m == 0:
         arrays.pop("A", None), arrays.pop("b", None)
 
+    dev = device(Q)
+    if any(device(a) != dev for a in arrays.values()):
+        desc = ", ".join(f"{k}: {device(a)}" for k, a in arrays.items())
+        raise ValueError(f"the inputs are on different devices ({desc}); move them to one.")
     lanes = {k: _to_lanes(xp, xp.astype(a, dtype), CORE_RANK[k], batch_shape, B)
              for k, a in arrays.items()}
-    bad = xp.zeros((B,), dtype=xp.bool)
+    bad = xp.zeros((B,), dtype=xp.bool, device=dev)
     h_free = None
     if "h" in lanes:
         h_ = lanes["h"]
         h_free = xp.isinf(h_) & (h_ > 0)
         # A free row becomes 0'x <= 1: always satisfied, harmless to the KKT system.
-        lanes["h"] = xp.where(h_free, xp.asarray(1.0, dtype=dtype), h_)
-        lanes["G"] = xp.where(h_free[:, :, None], xp.asarray(0.0, dtype=dtype), lanes["G"])
+        lanes["h"] = xp.where(h_free, 1.0, h_)
+        lanes["G"] = xp.where(h_free[:, :, None], 0.0, lanes["G"])
     for k, a in lanes.items():
         bad = bad | _lane_bad(xp, a, CORE_RANK[k])
     # Replace the data of bad lanes by a harmless problem (Q = I, everything else 0,
@@ -217,15 +225,15 @@ def canonicalize(xp, Q, q, G, h, A, b, *, has_float64: bool = True) -> Problem:
         lane_mask = bad if a.shape[0] == B else xp.any(bad, keepdims=True)
         mask = xp.reshape(lane_mask, (a.shape[0],) + (1,) * rank)
         if k == "Q":
-            repl = xp.eye(n, dtype=dtype)
+            repl = xp.eye(n, dtype=dtype, device=dev)
         elif k == "h":
-            repl = xp.ones(a.shape[1:], dtype=dtype)
+            repl = xp.ones(a.shape[1:], dtype=dtype, device=dev)
         else:
-            repl = xp.zeros(a.shape[1:], dtype=dtype)
+            repl = xp.zeros(a.shape[1:], dtype=dtype, device=dev)
         lanes[k] = xp.where(mask, repl, a)
     return Problem(
         Q=lanes["Q"], q=lanes["q"], G=lanes.get("G"), h=lanes.get("h"),
         A=lanes.get("A"), b=lanes.get("b"), bad=bad, h_free=h_free,
         batch_shape=batch_shape, n=n, m=m, p=p, in_shapes=in_shapes, dtype=dtype,
-        factor_dtype=out_dtype, out_dtype=out_dtype,
+        factor_dtype=out_dtype, device=dev, out_dtype=out_dtype,
     )

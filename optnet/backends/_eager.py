@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from array_api_compat import device
+
 
 def while_loop(cond, body, state):
     """A Python loop with ``lax.while_loop`` semantics."""
@@ -32,13 +34,13 @@ def cholesky_per_lane(xp, H, shifts, raises):
     raises : tuple of exception types that signal a non-positive-definite matrix
     """
     k = H.shape[-1]
-    eye = xp.eye(k, dtype=H.dtype)
+    eye = xp.eye(k, dtype=H.dtype, device=device(H))
     try:
         L = xp.linalg.cholesky(H + shifts[0] * eye)
     except raises:
         rows = []
         for i in range(H.shape[0]):
-            Li = xp.full((k, k), xp.nan, dtype=H.dtype)
+            Li = xp.full((k, k), xp.nan, dtype=H.dtype, device=device(H))
             for shift in shifts:
                 try:
                     Li = xp.linalg.cholesky(H[i, ...] + shift * eye)

@@ -37,3 +37,7 @@ def asarray(a):
 
 ops = Ops(name="numpy", cholesky=_cholesky, solve_triangular=_solve_triangular,
           cond=cond, while_loop=while_loop)
+
+
+def has_float64(device=None) -> bool:
+    return True

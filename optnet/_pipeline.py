@@ -1,0 +1,79 @@
+"""The forward pipeline on arrays of one backend: checks, interior point, polish, assembly.
+
+Shared by ``optnet.solve`` and the framework adapters (which must not import
+the public entry point). The backend module is passed in, never imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from . import _pdipm
+from ._polish import Point, polish, residuals
+from ._problem import ARG_NAMES, Problem, canonicalize
+from ._types import QPSolution, Status
+
+
+class Context(NamedTuple):
+    """What the derivatives need: the canonical problem, the solution (canonical
+    lane shapes), the per-lane status and the factored active-set KKT system."""
+
+    xp: Any
+    ops: Any
+    asarray: Any
+    prob: Problem
+    cfg: Any
+    x: Any
+    y: Any
+    z: Any
+    s: Any
+    status: Any
+    system: Any
+
+
+def solve_arrays(be, args: dict, tol=None, max_iter=None) -> QPSolution:
+    """Solve with backend module ``be``; ``args`` maps "Q".."b" to arrays of ``be`` or None."""
+    xp, ops = be.namespace, be.ops
+    prob = canonicalize(xp, *(args[k] for k in ARG_NAMES),
+                        has_float64=be.has_float64(getattr(args["Q"], "device", None)))
+    cfg = _pdipm.default_settings(xp, prob, tol, max_iter)
+    with be.quiet():
+        st, res = _pdipm.run(xp, ops, prob, cfg)
+        return _assemble(xp, ops, prob, cfg, st, res, be.asarray)
+
+
+def _assemble(xp, ops, prob: Problem, cfg, st, res, asarray) -> QPSolution:
+    tau = st.tau[:, None]
+    status = st.status
+    failed = (status == int(Status.PRIMAL_INFEASIBLE)) | (status == int(Status.DUAL_INFEASIBLE)) \
+        | (status == int(Status.NUMERICAL_ERROR))
+    solved = status == int(Status.SOLVED)
+    nan = xp.asarray(xp.nan, dtype=prob.dtype, device=prob.device)
+
+    def finish(v):
+        return xp.where(failed[:, None], nan, v / tau)
+
+    pt = Point(finish(st.x), finish(st.y), finish(st.z), finish(st.s))
+    # The factored active-set system is kept for the derivatives.
+    pt, system = polish(xp, ops, prob, cfg, pt, solved)
+    x, y, z, s = pt
+    if prob.p:
+        # Rows with h = +inf: slack infinite, dual exactly zero.
+        z = xp.where(prob.h_free, 0.0, z)
+    ctx = Context(xp=xp, ops=ops, asarray=asarray, prob=prob, cfg=cfg, x=x, y=y, z=z, s=s,
+                  status=status, system=system)
+    pres, dres, gap = residuals(xp, prob, Point(x, y, z, s))
+    s_out = xp.where(prob.h_free, xp.inf, s) if prob.p else s
+    bs = prob.batch_shape
+
+    def out(v, cast=True):
+        v = xp.reshape(v, (*bs, *v.shape[1:]))
+        return xp.astype(v, prob.out_dtype) if cast else v
+
+    return QPSolution(
+        x=out(x), z=out(z), y=out(y), s=out(s_out), status=out(status, False),
+        iterations=out(st.iterations, False),
+        primal_residual=out(xp.where(failed, nan, pres)),
+        dual_residual=out(xp.where(failed, nan, dres)),
+        gap=out(xp.where(failed, nan, gap)), context=ctx,
+    )

@@ -1,0 +1,61 @@
+"""PyTorch backend (CPU and CUDA): batched ``cholesky_ex`` and ``solve_triangular``.
+
+Arrays stay on their device; the loop is a Python loop (eager).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import array_api_compat.torch as xp
+import torch
+
+from .._ops import Ops
+from ._eager import cond, while_loop
+
+namespace = xp
+
+
+def _cholesky(H, shifts):
+    k = H.shape[-1]
+    eye = torch.eye(k, dtype=H.dtype, device=H.device)
+    L, info = torch.linalg.cholesky_ex(H + shifts[0] * eye)
+    ok = (info == 0) & torch.isfinite(L).all(dim=(-2, -1))
+    for shift in shifts[1:]:
+        if bool(ok.all()):
+            break
+        bad = torch.nonzero(~ok).flatten()
+        Lb, infob = torch.linalg.cholesky_ex(H[bad] + shift * eye)
+        okb = (infob == 0) & torch.isfinite(Lb).all(dim=(-2, -1))
+        L = L.index_copy(0, bad, torch.where(okb[:, None, None], Lb, L[bad]))
+        ok = ok.index_copy(0, bad, okb)
+    L = torch.where(ok[:, None, None], L, eye)
+    return L, ok
+
+
+def _solve_triangular(L, R, transpose):
+    if transpose:
+        return torch.linalg.solve_triangular(L.mT, R, upper=True)
+    return torch.linalg.solve_triangular(L, R, upper=False)
+
+
+def asarray(a):
+    """Convert any array (or nested sequence) to a torch tensor (same device if a tensor)."""
+    if isinstance(a, torch.Tensor):
+        return a
+    if hasattr(a, "__dlpack__") and not hasattr(a, "__array__"):
+        return torch.from_dlpack(a)
+    return torch.as_tensor(a)
+
+
+def has_float64(device=None) -> bool:
+    """float64 is available on every torch device optnet supports (not on MPS)."""
+    return getattr(device, "type", "cpu") != "mps"
+
+
+def quiet():
+    return contextlib.nullcontext()
+
+
+ops = Ops(name="torch", cholesky=_cholesky, solve_triangular=_solve_triangular,
+          cond=cond, while_loop=while_loop)
