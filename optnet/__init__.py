@@ -12,3 +12,13 @@ from ._types import QPError, QPGrads, QPSolution, QPTangents, Status
 
 __all__ = ["solve", "vjp", "jvp", "Status", "QPSolution", "QPGrads", "QPTangents", "QPError"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # optnet.torch / optnet.jax are imported on first use only: ``import optnet``
+    # never imports a framework.
+    if name in ("torch", "jax"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -155,6 +155,13 @@ def _to_lanes(xp, a, rank: int, batch_shape: tuple, B: int):
     return xp.reshape(a, (B, *core))
 
 
+def _device_or_none(a):
+    try:
+        return device(a)
+    except Exception:  # a tracer without a committed device
+        return None
+
+
 def _lane_bad(xp, a, rank: int):
     """(lead,) bool: where ``a`` (lead, *core) holds a non-finite value."""
     finite = xp.isfinite(a)
@@ -202,10 +209,14 @@ def canonicalize(xp, Q, q, G, h, A, b, *, has_float64: bool = True) -> Problem:
     if m == 0:
         arrays.pop("A", None), arrays.pop("b", None)
 
-    dev = device(Q)
-    if any(device(a) != dev for a in arrays.values()):
-        desc = ", ".join(f"{k}: {device(a)}" for k, a in arrays.items())
+    devices = {k: _device_or_none(a) for k, a in arrays.items()}
+    known = {d for d in devices.values() if d is not None}   # traced arrays have none
+    if len(known) > 1:
+        desc = ", ".join(f"{k}: {d}" for k, d in devices.items())
         raise ValueError(f"the inputs are on different devices ({desc}); move them to one.")
+    # Arrays are created on the inputs' device, or left to the library's default
+    # placement when some input is traced.
+    dev = known.pop() if known and None not in devices.values() else None
     lanes = {k: _to_lanes(xp, xp.astype(a, dtype), CORE_RANK[k], batch_shape, B)
              for k, a in arrays.items()}
     bad = xp.zeros((B,), dtype=xp.bool, device=dev)
@@ -216,6 +227,9 @@ def canonicalize(xp, Q, q, G, h, A, b, *, has_float64: bool = True) -> Problem:
         # A free row becomes 0'x <= 1: always satisfied, harmless to the KKT system.
         lanes["h"] = xp.where(h_free, 1.0, h_)
         lanes["G"] = xp.where(h_free[:, :, None], 0.0, lanes["G"])
+    # Only the symmetric part of Q matters to the objective; using it everywhere
+    # makes the solution (and its derivative) a function of that part alone.
+    lanes["Q"] = 0.5 * (lanes["Q"] + xp.matrix_transpose(lanes["Q"]))
     for k, a in lanes.items():
         bad = bad | _lane_bad(xp, a, CORE_RANK[k])
     # Replace the data of bad lanes by a harmless problem (Q = I, everything else 0,

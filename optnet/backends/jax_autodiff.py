@@ -1,0 +1,82 @@
+"""``optnet.jax.solve``: the QP as a JAX function with a custom JVP rule.
+
+One ``jax.custom_jvp`` rule built on the core forward-mode derivative
+(``optnet.jvp``) serves every transformation: forward mode (``jax.jvp``,
+``jax.jacfwd``) uses it directly, and reverse mode (``jax.grad``, ``jax.vjp``,
+``jax.jacrev``) transposes it -- the tangent map is linear (matrix products and
+triangular solves with the factorization the forward pass made), so JAX
+derives the adjoint solve from it. Everything runs under ``jax.jit`` and
+``jax.vmap`` (``lax.while_loop`` in the core).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import _adjoint, _pipeline
+from . import jax as backend
+
+NAMES = ("Q", "q", "G", "h", "A", "b")
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _qp(options, Q, q, G, h, A, b):
+    sol = _pipeline.solve_arrays(backend, dict(zip(NAMES, (Q, q, G, h, A, b))), *options)
+    return sol.x, sol.z, sol.y, sol.status
+
+
+@_qp.defjvp
+def _qp_jvp(options, primals, tangents):
+    sol = _pipeline.solve_arrays(backend, dict(zip(NAMES, primals)), *options)
+    given = {f"d{k}": t for k, p, t in zip(NAMES, primals, tangents) if p is not None}
+    t = _adjoint.jvp(sol, **given)
+    status_dot = np.zeros(sol.status.shape, dtype=jax.dtypes.float0)
+    return (sol.x, sol.z, sol.y, sol.status), (t.x, t.z, t.y, status_dot)
+
+
+def _as_float(a):
+    if a is None:
+        return None
+    a = jnp.asarray(a)
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        if jnp.issubdtype(a.dtype, jnp.integer):
+            return a.astype(jnp.result_type(float))
+    return a
+
+
+def solve(Q, q, G=None, h=None, A=None, b=None, *, tol=None, max_iter=None, duals=False,
+          status=False):
+    """Solve a batch of QPs, differentiably, in JAX.
+
+    Parameters are those of :func:`optnet.solve` (arrays of any kind are
+    converted with ``jnp.asarray``).
+
+    Parameters
+    ----------
+    tol, max_iter : optional
+        As in :func:`optnet.solve` (static: changing them retraces).
+    duals : bool
+        Also return the duals ``z`` (*batch, p) and ``y`` (*batch, m).
+    status : bool
+        Also return the per-problem ``optnet.Status`` codes (*batch).
+
+    Returns
+    -------
+    x : (*batch, n), or the tuple ``(x[, z, y][, status])``.
+        Differentiable in forward and reverse mode with respect to all six
+        inputs, through ``x`` and the duals. Problems that are not SOLVED have
+        zero derivatives (and NaN solutions where infeasible).
+    """
+    args = tuple(_as_float(a) for a in (Q, q, G, h, A, b))
+    options = (None if tol is None else float(tol), None if max_iter is None else int(max_iter))
+    x, z, y, st = _qp(options, *args)
+    out = (x,)
+    if duals:
+        out += (z, y)
+    if status:
+        out += (st,)
+    return out[0] if len(out) == 1 else out

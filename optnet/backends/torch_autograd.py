@@ -1,0 +1,90 @@
+"""``optnet.torch.solve``: the QP as a ``torch.autograd.Function``.
+
+Backward calls the core reverse-mode derivative (``optnet.vjp``) and forward
+mode (``torch.func.jvp``, ``torch.autograd.forward_ad``) the core ``optnet.jvp``;
+both reuse the active-set factorization the forward pass made. Written in the
+``setup_context`` style so that ``torch.func.grad`` / ``jacrev`` work.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import _adjoint, _pipeline
+from . import torch as backend
+
+NAMES = ("Q", "q", "G", "h", "A", "b")
+
+
+class QPFunction(torch.autograd.Function):
+    """Differentiable batched QP: ``(options, Q, q, G, h, A, b) -> (x, z, y, status)``."""
+
+    @staticmethod
+    def forward(options, Q, q, G, h, A, b):
+        sol = _pipeline.solve_arrays(backend, dict(zip(NAMES, (Q, q, G, h, A, b))), *options)
+        return sol.x, sol.z, sol.y, sol.status, sol
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.sol = output[4]
+        ctx.given = tuple(a is not None for a in inputs[1:])
+        ctx.mark_non_differentiable(output[3])
+        ctx.set_materialize_grads(True)
+
+    @staticmethod
+    def backward(ctx, gx, gz, gy, _gstatus, _gsol):
+        g = _adjoint.vjp(ctx.sol, gx, dz=gz if gz.shape[-1] else None,
+                         dy=gy if gy.shape[-1] else None)
+        grads = [getattr(g, k) if (given and need) else None
+                 for k, given, need in zip(NAMES, ctx.given, ctx.needs_input_grad[1:])]
+        return (None, *grads)
+
+    @staticmethod
+    def jvp(ctx, _options_dot, *tangents):
+        given = {f"d{k}": t for k, g, t in zip(NAMES, ctx.given, tangents)
+                 if g and t is not None}
+        t = _adjoint.jvp(ctx.sol, **given)
+        return t.x, t.z, t.y, None, None
+
+
+def _as_tensor(a, like):
+    if a is None:
+        return None
+    if not isinstance(a, torch.Tensor):
+        a = torch.as_tensor(a, device=like.device if isinstance(like, torch.Tensor) else None)
+    if not (a.is_floating_point() or a.is_complex()) and a.dtype != torch.bool:
+        a = a.to(torch.get_default_dtype())
+    return a
+
+
+def solve(Q, q, G=None, h=None, A=None, b=None, *, tol=None, max_iter=None, duals=False,
+          status=False):
+    """Solve a batch of QPs, differentiably, in PyTorch.
+
+    Parameters are those of :func:`optnet.solve` (tensors on any one device).
+
+    Parameters
+    ----------
+    tol, max_iter : optional
+        As in :func:`optnet.solve`.
+    duals : bool
+        Also return the duals ``z`` (*batch, p) and ``y`` (*batch, m).
+    status : bool
+        Also return the per-problem ``optnet.Status`` codes (*batch, int32).
+
+    Returns
+    -------
+    x : (*batch, n), or the tuple ``(x[, z, y][, status])``.
+        Differentiable (backward and forward mode, ``torch.func`` included) with
+        respect to all six inputs, through ``x`` and the duals. A tensor shared
+        by the batch gets the sum of the per-problem gradients. Problems that
+        are not SOLVED have zero gradients (and NaN solutions where infeasible).
+    """
+    args = [_as_tensor(a, Q) for a in (Q, q, G, h, A, b)]
+    x, z, y, st, _ = QPFunction.apply((tol, max_iter), *args)
+    out = (x,)
+    if duals:
+        out += (z, y)
+    if status:
+        out += (st,)
+    return out[0] if len(out) == 1 else out
