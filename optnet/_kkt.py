@@ -63,10 +63,10 @@ class KKTFactor(NamedTuple):
 
     Attributes
     ----------
-    L_H : (B, n, n)  Cholesky factor of the scaled, shifted ``H``.
+    L_H : opaque     Cholesky factor of the scaled, shifted ``H`` (``ops.cholesky``).
     c_H : (B, n)     Jacobi scaling ``diag(H)^{-1/2}``.
     M : (B, n, m) or None   ``L_H^{-1} diag(c_H) A'``.
-    L_S : (B, m, m) or None, c_S : (B, m) or None   the same for ``S``.
+    L_S : opaque or None, c_S : (B, m) or None   the same for ``S``.
     w : (B, p) or None       ``s / z``.
     ok : (B,) bool           False where a Cholesky failed.
     """
@@ -97,10 +97,7 @@ def _jacobi_cholesky(xp, ops, Mat, delta, skip, factor_dtype):
         # A narrower factor needs a shift above its own rounding level.
         delta = max(delta, 1e-7 if factor_dtype == xp.float32 else delta)
     shifts = (delta, 1e3 * delta, 1e6 * delta, 1e9 * delta)
-    if factor_dtype != Mat.dtype:
-        L, ok = ops.cholesky(xp.astype(scaled, factor_dtype), shifts)
-        return xp.astype(L, Mat.dtype), c, ok
-    L, ok = ops.cholesky(scaled, shifts)
+    L, ok = ops.cholesky(scaled, shifts, factor_dtype)
     return L, c, ok
 
 

@@ -18,16 +18,19 @@ class Ops(NamedTuple):
     ----------
     name : str
         Backend name (``"numpy"``, ``"torch"``, ...).
-    cholesky : callable ``(H, shifts) -> (L, ok)``
+    cholesky : callable ``(H, shifts, factor_dtype) -> (factor, ok)``
         ``H`` has shape (B, k, k), symmetric; ``shifts`` is an increasing tuple
-        of floats. Returns the lower Cholesky factor ``L`` (B, k, k) of
-        ``H + shift I`` with, per lane, the first shift for which that matrix is
-        numerically positive definite, and a boolean array ``ok`` (B,). Where
-        every shift fails, ``ok`` is False and ``L`` is the identity: a failure
-        never raises and never touches other lanes.
-    solve_triangular : callable ``(L, R, transpose) -> X``
-        ``L`` (B, k, k) lower triangular, ``R`` (B, k, r). Solves ``L X = R``,
-        or ``L^T X = R`` when ``transpose`` is True.
+        of floats. Factors ``H + shift I`` (in ``factor_dtype``, which may be
+        narrower than ``H.dtype``) with, per lane, the first shift for which
+        that matrix is numerically positive definite, and returns a boolean
+        array ``ok`` (B,). Where every shift fails, ``ok`` is False and the
+        factor is that of the identity: a failure never raises and never
+        touches other lanes. ``factor`` is opaque to the core (the lower
+        Cholesky factor ``L``, or its inverse where that makes solves faster),
+        usable in ``H.dtype``.
+    solve_triangular : callable ``(factor, R, transpose) -> X``
+        ``R`` (B, k, r). Solves ``L X = R``, or ``L^T X = R`` when
+        ``transpose`` is True.
     cond : callable ``(pred, true_fn, false_fn) -> value``
         ``lax.cond`` semantics with no operands: ``pred`` is a scalar boolean
         array; both functions take no argument and return the same structure.

@@ -251,14 +251,15 @@ def _step_length(xp, st: State, dz, ds, dtau, dkappa):
     return a
 
 
-def _direction(xp, ops, prob, F, st, u1, dx_, dy_, dz_, dtau_, ds_, dkappa_, refine):
-    """Solve for one Newton direction given right-hand sides d_* (see module doc)."""
-    rz = None
-    if prob.p:
-        rz = _col(-dz_ + ds_ / st.z)
-    x2, y2, z2 = _kkt.solve(xp, ops, prob, F, _col(-dx_), _col(None if dy_ is None else -dy_),
-                            rz, refine)
-    x2, y2, z2 = _uncol(x2), _uncol(y2), _uncol(z2)
+def _u2_rhs(prob, st, dx_, dy_, dz_, ds_):
+    """Right-hand side of ``K u2 = [-d_x; -d_y; -d_z + d_s / z]`` as columns (B, size, 1)."""
+    rz = _col(-dz_ + ds_ / st.z) if prob.p else None
+    return _col(-dx_), _col(None if dy_ is None else -dy_), rz
+
+
+def _direction(xp, prob, st, u1, u2, dtau_, ds_, dkappa_):
+    """Assemble one Newton direction from ``u1``, ``u2 = (x2, y2, z2)`` (see module doc)."""
+    x2, y2, z2 = u2
     x1, y1, z1, denom, c = u1
     num = dtau_ - dkappa_ / st.tau + vdot(xp, c, x2)
     if prob.m:
@@ -277,6 +278,14 @@ def _direction(xp, ops, prob, F, st, u1, dx_, dy_, dz_, dtau_, ds_, dkappa_, ref
     return dx, dy, dz, ds, dtau, dkappa
 
 
+def _cat(xp, a, b):
+    return None if a is None else xp.concat((a, b), axis=-1)
+
+
+def _split(v, i):
+    return None if v is None else v[..., i]
+
+
 def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
     """Check each running lane, then take one predictor-corrector step on those still running."""
     res = residuals(xp, prob, st)
@@ -291,19 +300,26 @@ def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
     status = xp.where(active & ~F.ok, int(Status.NUMERICAL_ERROR), status)
     active = status == RUNNING
 
-    # u1 solves K u1 = [-q; b; h]; shared by predictor and corrector.
+    # One solve with two right-hand sides: u1 (K u1 = [-q; b; h], shared by the
+    # predictor and the corrector) and the predictor's u2.
     B = st.tau.shape[0]
     q_full = xp.broadcast_to(prob.q, (B, prob.n))
-    rhs_y = _col(xp.broadcast_to(prob.b, (B, prob.m))) if prob.m else None
-    rhs_z = _col(xp.broadcast_to(prob.h, (B, prob.p))) if prob.p else None
-    u1 = _kkt.solve(xp, ops, prob, F, _col(-q_full), rhs_y, rhs_z, cfg.refine)
+    rhs1 = (_col(-q_full),
+            _col(xp.broadcast_to(prob.b, (B, prob.m))) if prob.m else None,
+            _col(xp.broadcast_to(prob.h, (B, prob.p))) if prob.p else None)
+    ds_a = st.s * st.z if prob.p else None
+    rhs2 = _u2_rhs(prob, st, res.rx, res.ry, res.rz, ds_a)
+    both = _kkt.solve(xp, ops, prob, F, *(_cat(xp, a, b) for a, b in zip(rhs1, rhs2)),
+                      cfg.refine)
+    u1 = tuple(_split(v, 0) for v in both)
+    u2 = tuple(_split(v, 1) for v in both)
     high = st.high
     if prob.factor_dtype != prob.dtype:
         # Mixed precision: once refinement with the narrow factor stops giving
         # solves accurate well below the tolerance, factor in full precision.
-        err = _kkt.relative_error(xp, prob, F.w, u1, (_col(-q_full), rhs_y, rhs_z))
+        err = _kkt.relative_error(xp, prob, F.w, tuple(_col(v) for v in u1), rhs1)
         high = high | xp.any(active & (err > 1e-2 * cfg.tol))
-    x1, y1, z1 = (_uncol(v) for v in u1)
+    x1, y1, z1 = u1
     xi = st.x / st.tau[:, None]
     d1 = x1 - xi
     denom = st.kappa / st.tau + vdot(xp, d1, mv(prob.Q, d1))
@@ -317,9 +333,7 @@ def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
     mu = (sz + st.tau * st.kappa) / p1
 
     # Predictor (affine scaling).
-    ds_a = st.s * st.z if prob.p else None
-    aff = _direction(xp, ops, prob, F, st, u1, res.rx, res.ry, res.rz, res.rtau,
-                     ds_a, st.tau * st.kappa, cfg.refine)
+    aff = _direction(xp, prob, st, u1, u2, res.rtau, ds_a, st.tau * st.kappa)
     dx_a, dy_a, dz_a, dsl_a, dtau_a, dkappa_a = aff
     alpha_a = xp.minimum(_step_length(xp, st, dz_a, dsl_a, dtau_a, dkappa_a), 1.0)
     sigma = (1.0 - alpha_a) ** 3
@@ -331,12 +345,11 @@ def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
     if prob.p:
         ds_c = st.s * st.z + dsl_a * dz_a - sig * mu[:, None]
     dkappa_c = st.tau * st.kappa + dtau_a * dkappa_a - sigma * mu
-    cor = _direction(
-        xp, ops, prob, F, st, u1,
-        one_m[:, None] * res.rx,
-        None if res.ry is None else one_m[:, None] * res.ry,
-        None if res.rz is None else one_m[:, None] * res.rz,
-        one_m * res.rtau, ds_c, dkappa_c, cfg.refine)
+    rhs_c = _u2_rhs(prob, st, one_m[:, None] * res.rx,
+                    None if res.ry is None else one_m[:, None] * res.ry,
+                    None if res.rz is None else one_m[:, None] * res.rz, ds_c)
+    u2c = tuple(_uncol(v) for v in _kkt.solve(xp, ops, prob, F, *rhs_c, cfg.refine))
+    cor = _direction(xp, prob, st, u1, u2c, one_m * res.rtau, ds_c, dkappa_c)
     dx, dy, dz, dsl, dtau, dkappa = cor
     alpha = xp.minimum(cfg.step_fraction * _step_length(xp, st, dz, dsl, dtau, dkappa), 1.0)
     alpha = xp.where(active, alpha, 0.0)

@@ -17,7 +17,7 @@ def cond(pred, true_fn, false_fn):
     return true_fn() if bool(pred) else false_fn()
 
 
-def cholesky_per_lane(xp, H, shifts, raises):
+def cholesky_per_lane(xp, H, shifts, raises, factor_dtype=None):
     """Batched Cholesky of ``H + shift I`` that isolates failures lane by lane.
 
     Tries the whole batch with ``shifts[0]``; if the library raises (one bad
@@ -32,7 +32,12 @@ def cholesky_per_lane(xp, H, shifts, raises):
     H : (B, k, k)
     shifts : tuple of float, increasing
     raises : tuple of exception types that signal a non-positive-definite matrix
+    factor_dtype : dtype to factor in (default ``H.dtype``); the factor is
+        returned in ``H.dtype``.
     """
+    out_dtype = H.dtype
+    if factor_dtype is not None and factor_dtype != H.dtype:
+        H = xp.astype(H, factor_dtype)
     k = H.shape[-1]
     eye = xp.eye(k, dtype=H.dtype, device=device(H))
     try:
@@ -51,4 +56,4 @@ def cholesky_per_lane(xp, H, shifts, raises):
         L = xp.stack(rows, axis=0)
     ok = xp.all(xp.isfinite(L), axis=(-2, -1))
     L = xp.where(ok[:, None, None], L, eye)
-    return L, ok
+    return xp.astype(L, out_dtype), ok

@@ -16,8 +16,8 @@ from ._eager import cholesky_per_lane, cond, while_loop
 namespace = xp
 
 
-def _cholesky(H, shifts):
-    return cholesky_per_lane(xp, H, shifts, (np.linalg.LinAlgError,))
+def _cholesky(H, shifts, factor_dtype):
+    return cholesky_per_lane(xp, H, shifts, (np.linalg.LinAlgError,), factor_dtype)
 
 
 def _solve_triangular(L, R, transpose):

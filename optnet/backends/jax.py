@@ -25,7 +25,9 @@ def _chol(H, shift):
     return L, ok
 
 
-def _cholesky(H, shifts):
+def _cholesky(H, shifts, factor_dtype):
+    out_dtype = H.dtype
+    H = H.astype(factor_dtype)
     eye = jnp.eye(H.shape[-1], dtype=H.dtype)
     L, ok = _chol(H, shifts[0])
     for shift in shifts[1:]:
@@ -36,7 +38,7 @@ def _cholesky(H, shifts):
 
         L, ok = lax.cond(jnp.all(ok), lambda args: args, retry, (L, ok))
     L = jnp.where(ok[:, None, None], L, eye)
-    return L, ok
+    return L.astype(out_dtype), ok
 
 
 def _solve_triangular(L, R, transpose):

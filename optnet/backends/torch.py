@@ -16,7 +16,9 @@ from ._eager import cond, while_loop
 namespace = xp
 
 
-def _cholesky(H, shifts):
+def _cholesky(H, shifts, factor_dtype):
+    out_dtype = H.dtype
+    H = H.to(factor_dtype)
     k = H.shape[-1]
     eye = torch.eye(k, dtype=H.dtype, device=H.device)
     L, info = torch.linalg.cholesky_ex(H + shifts[0] * eye)
@@ -30,7 +32,7 @@ def _cholesky(H, shifts):
         L = L.index_copy(0, bad, torch.where(okb[:, None, None], Lb, L[bad]))
         ok = ok.index_copy(0, bad, okb)
     L = torch.where(ok[:, None, None], L, eye)
-    return L, ok
+    return L.to(out_dtype), ok
 
 
 def _solve_triangular(L, R, transpose):
