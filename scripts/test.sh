@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Install optnet with its test dependencies and run the whole test suite.
+# Install optnet with its test dependencies (PyTorch CPU build first, then JAX) and run
+# the whole test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install --quiet -e ".[test]"
+# The pinned CPU build of torch first: a bare "torch" requirement would pull a CUDA build.
+python -m pip install --quiet "torch==2.13.0"
+python -m pip install --quiet -e ".[test,torch,jax]"
 python -m pytest -q "$@"
