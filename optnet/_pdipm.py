@@ -352,6 +352,11 @@ def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
     cor = _direction(xp, prob, st, u1, u2c, one_m * res.rtau, ds_c, dkappa_c)
     dx, dy, dz, dsl, dtau, dkappa = cor
     alpha = xp.minimum(cfg.step_fraction * _step_length(xp, st, dz, dsl, dtau, dkappa), 1.0)
+    # A lane whose step is negligible (or not a number) has stalled: it would make
+    # no more progress, and would keep the whole batch iterating to max_iter.
+    stalled = active & ~(alpha > 1e-10)
+    status = xp.where(stalled, int(Status.NUMERICAL_ERROR), status)
+    active = active & ~stalled
     alpha = xp.where(active, alpha, 0.0)
     a = alpha[:, None]
 

@@ -46,8 +46,9 @@ STATUS_EXPLANATIONS = {
     ),
     Status.NUMERICAL_ERROR: (
         "The problem data contain NaN or Inf (other than +inf in h, which means "
-        "'no constraint'), Q is not positive semidefinite, or the KKT system "
-        "could not be factored. The solution arrays of this problem are NaN."
+        "'no constraint'), Q is not positive semidefinite, the KKT system could "
+        "not be factored, or the iteration stalled (a step of negligible length). "
+        "The solution arrays of this problem are NaN."
     ),
 }
 
