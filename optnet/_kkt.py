@@ -89,7 +89,7 @@ def _jacobi_cholesky(xp, ops, Mat, delta, skip, factor_dtype):
     k = Mat.shape[-1]
     eye = xp.eye(k, dtype=Mat.dtype, device=device(Mat))
     d = xp.linalg.diagonal(Mat)
-    tiny = xp.finfo(Mat.dtype).tiny
+    tiny = xp.finfo(Mat.dtype).smallest_normal
     c = 1.0 / xp.sqrt(xp.where(d > tiny, d, 1.0))
     scaled = c[:, :, None] * Mat * c[:, None, :]
     scaled = xp.where(skip[:, None, None], eye, scaled)
@@ -217,5 +217,5 @@ def relative_error(xp, prob: Problem, w, sol, rhs):
         c = xp.maximum(xp.max(xp.abs(r), axis=(-2, -1)), xp.max(xp.abs(k), axis=(-2, -1)))
         err = e if err is None else xp.maximum(err, e)
         scale = c if scale is None else xp.maximum(scale, c)
-    tiny = xp.finfo(err.dtype).tiny
+    tiny = xp.finfo(err.dtype).smallest_normal
     return err / xp.maximum(scale, tiny)

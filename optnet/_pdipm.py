@@ -67,6 +67,7 @@ class Settings(NamedTuple):
     delta: float        # KKT regularization (relative, after Jacobi scaling)
     refine: int         # iterative refinement steps per solve
     step_fraction: float
+    patience: int       # iterations without progress before a nearly solved lane stalls
 
 
 def default_settings(xp, prob, tol=None, max_iter=None) -> Settings:
@@ -94,6 +95,7 @@ def default_settings(xp, prob, tol=None, max_iter=None) -> Settings:
         delta=1e-7 if pure_single else 1e-15,
         refine=4 if single else 2,
         step_fraction=0.99,
+        patience=6,
     )
 
 
@@ -104,6 +106,12 @@ class State(NamedTuple):
     status (B,) int32 (-1 while running), iterations (B,) int32, k () int32,
     high () bool: factor in the iteration dtype from now on (mixed precision
     only; set once a narrow factorization no longer gives accurate solves).
+    best (B,): the smallest merit (largest scaled residual, see ``classify``)
+    seen so far, and kept: the iterate ``(x, y, z, s, tau)`` that had it (where
+    a lane ends unsolved, the polish starts from there); anchor (B,): the
+    merit at the last halving, since (B,) int32: iterations since then -- a
+    nearly solved lane that makes no progress for ``cfg.patience`` iterations
+    has stalled.
     """
 
     x: Any
@@ -116,6 +124,10 @@ class State(NamedTuple):
     iterations: Any
     k: Any
     high: Any
+    best: Any
+    kept: Any
+    anchor: Any
+    since: Any
 
 
 class Residuals(NamedTuple):
@@ -207,7 +219,8 @@ def classify(xp, prob: Problem, st: State, res: Residuals, cfg: Settings):
     gap = xp.maximum(res.gap, xp.abs(pobj - dobj))
     gap_scale = xp.maximum(one, xp.minimum(xp.abs(pobj), xp.abs(dobj)))
     tol = cfg.tol
-    solved = (res.pres <= tol * scale_p) & (res.dres <= tol * scale_d) & (gap <= tol * gap_scale)
+    merit = _max(xp, res.pres / scale_p, res.dres / scale_d, gap / gap_scale)
+    solved = merit <= tol
 
     eps = cfg.tol_inf
     # Primal infeasibility: (y, z) with A'y + G'z ~ 0 and b'y + h'z < 0.
@@ -234,7 +247,7 @@ def classify(xp, prob: Problem, st: State, res: Residuals, cfg: Settings):
     status = xp.where(pinf, int(Status.PRIMAL_INFEASIBLE), status)
     status = xp.where(solved, int(Status.SOLVED), status)
     status = xp.where(finite, status, int(Status.NUMERICAL_ERROR))
-    return status
+    return status, merit
 
 
 def _max_step(xp, v, dv):
@@ -289,8 +302,23 @@ def _split(v, i):
 def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
     """Check each running lane, then take one predictor-corrector step on those still running."""
     res = residuals(xp, prob, st)
-    new_status = classify(xp, prob, st, res, cfg)
+    new_status, merit = classify(xp, prob, st, res, cfg)
     status = xp.where(st.status == RUNNING, new_status, st.status)
+    # Progress: a lane whose merit has not halved in cfg.patience iterations has
+    # stalled (typically the solves lost the accuracy the tolerance asks for);
+    # it stops, and the polish may still recover it (see _pipeline).
+    improved = merit < st.best
+    best = xp.where(improved, merit, st.best)
+    kept = tuple(xp.where(improved[:, None] if v.ndim == 2 else improved, v, k)
+                 for v, k in zip((st.x, st.y, st.z, st.s, st.tau), st.kept))
+    progress = merit < 0.5 * st.anchor
+    anchor = xp.where(progress, merit, st.anchor)
+    since = xp.where(progress, 0, st.since + 1)
+    # Only nearly solved lanes (merit below tol^0.3: 1e-3 in float64) can stall: a
+    # lane on its way to an infeasibility certificate has a growing merit.
+    stuck = (since >= cfg.patience) & (best <= cfg.tol ** 0.3)
+    status = xp.where((status == RUNNING) & stuck,
+                      int(Status.NUMERICAL_ERROR), status)
     active = status == RUNNING
 
     w = st.s / st.z if prob.p else None
@@ -367,7 +395,8 @@ def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
     tau = st.tau + alpha * dtau
     kappa = st.kappa + alpha * dkappa
     iterations = st.iterations + xp.astype(active, xp.int32)
-    return State(x, y, z, s, tau, kappa, status, iterations, st.k + 1, high)
+    return State(x, y, z, s, tau, kappa, status, iterations, st.k + 1, high,
+                 best, kept, anchor, since)
 
 
 def initial_state(xp, ops, prob: Problem, cfg: Settings) -> State:
@@ -389,20 +418,28 @@ def initial_state(xp, ops, prob: Problem, cfg: Settings) -> State:
     if prob.m == 0:
         y = xp.zeros((B, 0), dtype=dtype, device=prob.device)
     if prob.p:
+        # A component that is positive but negligible (a row with no strictly
+        # feasible point makes v_i ~ 0) counts as on the boundary: it would
+        # start the iteration with s_i z_i ~ 0 and a huge first dual step.
+        floor = 1e-6 * xp.maximum(xp.max(xp.abs(v), axis=-1), 1.0)
         s, z = -v, v
-        s = s + xp.where(xp.min(s, axis=-1) > 0, 0.0, 1.0 - xp.min(s, axis=-1))[:, None]
-        z = z + xp.where(xp.min(z, axis=-1) > 0, 0.0, 1.0 - xp.min(z, axis=-1))[:, None]
+        s = s + xp.where(xp.min(s, axis=-1) > floor, 0.0, 1.0 - xp.min(s, axis=-1))[:, None]
+        z = z + xp.where(xp.min(z, axis=-1) > floor, 0.0, 1.0 - xp.min(z, axis=-1))[:, None]
     else:
         s = z = xp.zeros((B, 0), dtype=dtype, device=prob.device)
     ones = xp.ones((B,), dtype=dtype, device=prob.device)
-    status = xp.where(prob.bad | ~F.ok, int(Status.NUMERICAL_ERROR), RUNNING)
-    status = xp.astype(status, xp.int32)
+    running = xp.full((B,), RUNNING, dtype=xp.int32, device=prob.device)
+    status = xp.where(prob.bad | ~F.ok, int(Status.NUMERICAL_ERROR), running)
     # Keep bad lanes finite (their data were replaced; they never run).
     x = xp.where(prob.bad[:, None], 0.0, x)
     return State(x=x, y=y, z=z, s=s, tau=ones, kappa=ones, status=status,
                  iterations=xp.zeros((B,), dtype=xp.int32, device=prob.device),
                  k=xp.asarray(0, dtype=xp.int32, device=prob.device),
-                 high=xp.asarray(False, device=prob.device))
+                 high=xp.asarray(False, device=prob.device),
+                 best=xp.full((B,), xp.inf, dtype=dtype, device=prob.device),
+                 kept=(x, y, z, s, ones),
+                 anchor=xp.full((B,), xp.inf, dtype=dtype, device=prob.device),
+                 since=xp.zeros((B,), dtype=xp.int32, device=prob.device))
 
 
 def run(xp, ops, prob: Problem, cfg: Settings):
@@ -418,7 +455,7 @@ def run(xp, ops, prob: Problem, cfg: Settings):
     st = ops.while_loop(cond, body, st)
     # Final check of the lanes still running after the last step.
     res = residuals(xp, prob, st)
-    final = classify(xp, prob, st, res, cfg)
+    final, _ = classify(xp, prob, st, res, cfg)
     final = xp.where(final == RUNNING, int(Status.MAX_ITER), final)
     status = xp.where(st.status == RUNNING, final, st.status)
     return st._replace(status=xp.astype(status, xp.int32)), res

@@ -43,20 +43,29 @@ def solve_arrays(be, args: dict, tol=None, max_iter=None) -> QPSolution:
 
 
 def _assemble(xp, ops, prob: Problem, cfg, st, res, asarray) -> QPSolution:
-    tau = st.tau[:, None]
     status = st.status
+    solved = status == int(Status.SOLVED)
+    # Lanes the interior point left unsolved (stalled or out of iterations) go on
+    # from their best iterate: they get a polish too, and count as solved if the
+    # polished point meets the tolerance.
+    unsolved = (status == int(Status.MAX_ITER)) | (status == int(Status.NUMERICAL_ERROR))
+    kx, ky, kz, ks, ktau = st.kept
+    tau = xp.where(unsolved, ktau, st.tau)
+    pt = Point(*(xp.where(unsolved[:, None], k, v) / tau[:, None]
+                 for v, k in zip((st.x, st.y, st.z, st.s), (kx, ky, kz, ks))))
+    finite = xp.isfinite(tau) & (tau > 0)
+    for v in pt:
+        if v.shape[-1]:
+            finite = finite & xp.all(xp.isfinite(v), axis=-1)
+    rescue = unsolved & ~prob.bad & finite
+    pt = Point(*(xp.where(finite[:, None], v, 0.0) for v in pt))
+    # The factored active-set system is kept for the derivatives.
+    pt, system, rescued = polish(xp, ops, prob, cfg, pt, solved, rescue)
+    status = xp.where(rescued, int(Status.SOLVED), status)
     failed = (status == int(Status.PRIMAL_INFEASIBLE)) | (status == int(Status.DUAL_INFEASIBLE)) \
         | (status == int(Status.NUMERICAL_ERROR))
-    solved = status == int(Status.SOLVED)
     nan = xp.asarray(xp.nan, dtype=prob.dtype, device=prob.device)
-
-    def finish(v):
-        return xp.where(failed[:, None], nan, v / tau)
-
-    pt = Point(finish(st.x), finish(st.y), finish(st.z), finish(st.s))
-    # The factored active-set system is kept for the derivatives.
-    pt, system = polish(xp, ops, prob, cfg, pt, solved)
-    x, y, z, s = pt
+    x, y, z, s = (xp.where(failed[:, None], nan, v) for v in pt)
     if prob.p:
         # Rows with h = +inf: slack infinite, dual exactly zero.
         z = xp.where(prob.h_free, 0.0, z)

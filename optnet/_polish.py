@@ -129,8 +129,54 @@ def solve_active(xp, ops, system: ActiveSystem, rx, rnu, refine):
     return u, v
 
 
-def polish(xp, ops, prob: Problem, cfg, pt: Point, solved):
-    """Polish the lanes where ``solved`` (B,) is True.
+def meets_tol(xp, prob: Problem, pt: Point, tol):
+    """Per lane (B,): does ``pt`` satisfy the KKT conditions to the tolerance?
+
+    Primal residual against the size of ``b, Ax, h, Gx, s``, dual residual
+    against ``q, Qx, A'y, G'z`` (the relative test of ``_pdipm.classify``),
+    ``s, z >= 0``, and complementarity ``s'z`` against ``max(1, |1/2 x'Qx + q'x|)``.
+    (``classify`` also bounds the difference of the primal and dual
+    objectives; for a point whose residuals are small that difference is
+    ``s'z`` plus residual terms, and computing it directly loses all accuracy
+    when the multipliers are large, as where rows are linearly dependent.)
+    """
+    x = pt.x
+    one = xp.ones_like(x[:, 0])
+
+    def norm(v):
+        return xp.max(xp.abs(v), axis=-1)
+
+    Qx = mv(prob.Q, x)
+    pobj = 0.5 * vdot(xp, x, Qx) + vdot(xp, prob.q, x)
+    scale_p = one
+    scale_d = xp.maximum(xp.maximum(one, norm(prob.q) * one), norm(Qx))
+    if prob.m:
+        scale_p = xp.maximum(xp.maximum(scale_p, norm(prob.b) * one), norm(mv(prob.A, x)))
+        scale_d = xp.maximum(scale_d, norm(mtv(prob.A, pt.y)))
+    if prob.p:
+        scale_p = xp.maximum(xp.maximum(scale_p, norm(prob.h) * one), norm(mv(prob.G, x)))
+        scale_p = xp.maximum(scale_p, norm(pt.s))
+        scale_d = xp.maximum(scale_d, norm(mtv(prob.G, pt.z)))
+    pres, dres, sz = residuals(xp, prob, pt)
+    gap_scale = xp.maximum(one, xp.abs(pobj))
+    ok = (pres <= tol * scale_p) & (dres <= tol * scale_d) & (sz <= tol * gap_scale)
+    if prob.p:
+        ok = ok & (xp.min(pt.s, axis=-1) >= 0) & (xp.min(pt.z, axis=-1) >= 0)
+    return ok
+
+
+def polish(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue):
+    """Polish the lanes where ``solved`` or ``rescue`` (B,) is True.
+
+    The active-set system is solved for a correction of ``pt`` (not from
+    scratch): where the active rows are linearly dependent (an equality written
+    as two inequalities, say) the multipliers are not unique, and the correction
+    keeps the interior point's (nonnegative) choice instead of the minimum-norm
+    one, which may have negative entries.
+
+    A ``solved`` lane keeps the polished point if it is no worse than ``pt``;
+    a ``rescue`` lane (the interior point stalled or ran out of iterations)
+    keeps it only if it meets the tolerance, and is then reported solved.
 
     Returns
     -------
@@ -138,21 +184,35 @@ def polish(xp, ops, prob: Problem, cfg, pt: Point, solved):
         The polished point (the input point in lanes where polishing failed).
     ActiveSystem
         The factored active-set system (reused by the derivatives).
+    rescued : (B,) bool
+        The ``rescue`` lanes whose polished point meets the tolerance.
     """
-    system = active_system(xp, ops, prob, cfg, pt, solved)
+    lanes = solved | rescue
+    system = active_system(xp, ops, prob, cfg, pt, lanes)
     sub = system.sub
     refine = cfg.refine + 1
-    if sub.m == 0:
-        x, _ = solve_active(xp, ops, system, -prob.q[..., None], None, refine)
-        x = x[..., 0]
-        ok = solved & system.F.ok & xp.all(xp.isfinite(x), axis=-1)
-        return Point(xp.where(ok[:, None], x, pt.x), pt.y, pt.z, pt.s), system
-    x, nu = solve_active(xp, ops, system, -prob.q[..., None], sub.b[..., None], refine)
-    x, nu = x[..., 0], nu[..., 0]
-    y = nu[:, : prob.m] if prob.m else pt.y
-    z, s = pt.z, pt.s
     act = system.act
-    ok = solved & system.F.ok & xp.all(xp.isfinite(x), axis=-1) & xp.all(xp.isfinite(nu), axis=-1)
+    # Residuals of the active-set KKT system at pt:
+    #   [[Q, E'], [E, 0]] [x; nu] = [-q; e],  nu0 = [y; z on active rows].
+    x0 = pt.x
+    rx = -prob.q - mv(prob.Q, x0)
+    nu0 = None
+    if sub.m:
+        parts = ([pt.y] if prob.m else []) + ([xp.where(act, pt.z, 0.0)] if prob.p else [])
+        nu0 = xp.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
+        rx = rx - mtv(sub.A, nu0)
+        rnu = sub.b - mv(sub.A, x0)
+        dx, dnu = solve_active(xp, ops, system, rx[..., None], rnu[..., None], refine)
+        nu = nu0 + dnu[..., 0]
+    else:
+        dx, _ = solve_active(xp, ops, system, rx[..., None], None, refine)
+    x = x0 + dx[..., 0]
+    ok = lanes & system.F.ok & xp.all(xp.isfinite(x), axis=-1)
+    y, z, s = pt.y, pt.z, pt.s
+    if sub.m:
+        ok = ok & xp.all(xp.isfinite(nu), axis=-1)
+        if prob.m:
+            y = nu[:, : prob.m]
     if prob.p:
         zp = nu[:, prob.m:]
         sp = prob.h - mv(prob.G, x)
@@ -167,11 +227,13 @@ def polish(xp, ops, prob: Problem, cfg, pt: Point, solved):
     p1, d1, g1 = residuals(xp, prob, new)
     # The polished point has no gap; its residuals may be no larger than the
     # interior point's residuals and gap.
-    ok = ok & (xp.maximum(p1, d1) <= xp.maximum(xp.maximum(p0, d0), g0))
+    better = xp.maximum(p1, d1) <= xp.maximum(xp.maximum(p0, d0), g0)
+    rescued = rescue & ok & meets_tol(xp, prob, new, cfg.tol)
+    ok = (solved & ok & better) | rescued
     k = ok[:, None]
     return Point(
         xp.where(k, new.x, pt.x),
         xp.where(k, new.y, pt.y) if prob.m else pt.y,
         xp.where(k, new.z, pt.z) if prob.p else pt.z,
         xp.where(k, new.s, pt.s) if prob.p else pt.s,
-    ), system
+    ), system, rescued

@@ -234,9 +234,11 @@ def canonicalize(xp, Q, q, G, h, A, b, *, has_float64: bool = True) -> Problem:
         bad = bad | _lane_bad(xp, a, CORE_RANK[k])
     # Replace the data of bad lanes by a harmless problem (Q = I, everything else 0,
     # h = 1) so that their arithmetic stays finite; their outputs are NaN'd later.
+    # A shared (lead dim 1) array is replaced only where it is itself non-finite
+    # (every lane is bad then): a bad lane must not change its neighbours' data.
     for k, a in lanes.items():
         rank = CORE_RANK[k]
-        lane_mask = bad if a.shape[0] == B else xp.any(bad, keepdims=True)
+        lane_mask = bad if a.shape[0] == B else _lane_bad(xp, a, rank)
         mask = xp.reshape(lane_mask, (a.shape[0],) + (1,) * rank)
         if k == "Q":
             repl = xp.eye(n, dtype=dtype, device=dev)

@@ -33,7 +33,7 @@ def quiet():
 
 def asarray(a):
     """Convert any array (or nested sequence) to an array-api-strict array."""
-    if isinstance(a, xp.Array):
+    if type(a).__module__.startswith("array_api_strict"):
         return a
     if hasattr(a, "__dlpack__"):
         try:
