@@ -455,7 +455,12 @@ def run(xp, ops, prob: Problem, cfg: Settings):
     st = ops.while_loop(cond, body, st)
     # Final check of the lanes still running after the last step.
     res = residuals(xp, prob, st)
-    final, _ = classify(xp, prob, st, res, cfg)
+    final, merit = classify(xp, prob, st, res, cfg)
     final = xp.where(final == RUNNING, int(Status.MAX_ITER), final)
-    status = xp.where(st.status == RUNNING, final, st.status)
-    return st._replace(status=xp.astype(status, xp.int32)), res
+    running = st.status == RUNNING
+    status = xp.where(running, final, st.status)
+    # The last iterate may be the best one yet.
+    improved = running & (merit < st.best)
+    kept = tuple(xp.where(improved[:, None] if v.ndim == 2 else improved, v, k)
+                 for v, k in zip((st.x, st.y, st.z, st.s, st.tau), st.kept))
+    return st._replace(status=xp.astype(status, xp.int32), kept=kept), res

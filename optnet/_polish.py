@@ -25,7 +25,7 @@ active set) it keeps the interior-point point.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from . import _kkt
 from ._kkt import mtv, mv, vdot
@@ -83,10 +83,18 @@ def _trace(xp, M):
     return xp.sum(xp.linalg.diagonal(M), axis=-1)
 
 
-def active_system(xp, ops, prob: Problem, cfg, pt: Point, lanes) -> ActiveSystem:
-    """Build and factor the active-set KKT system of ``pt`` in ``lanes`` (B,) bool."""
+def active_system(xp, ops, prob: Problem, cfg, pt: Point, lanes, act=None,
+                  reuse=None) -> ActiveSystem:
+    """Build and factor the active-set KKT system in ``lanes`` (B,) bool.
+
+    ``act`` (B, p) bool: the active rows; None: ``z > s`` at ``pt``.
+    ``reuse``: None, or ``(pred, F)`` with ``pred`` a scalar bool array: where
+    False, ``F`` (a factorization of the same matrix) is taken instead of
+    factoring again.
+    """
     B = pt.x.shape[0]
-    act = pt.z > pt.s if prob.p else None
+    if act is None and prob.p:
+        act = pt.z > pt.s
     blocks, rhs = [], []
     if prob.m:
         blocks.append(xp.broadcast_to(prob.A, (B, prob.m, prob.n)))
@@ -108,8 +116,12 @@ def active_system(xp, ops, prob: Problem, cfg, pt: Point, lanes) -> ActiveSystem
     Qr = prob.Q + rho[:, :, None] * EtE
     qr = prob.q - rho * mtv(E, e)
     sub = prob._replace(Q=Qr, q=qr, G=None, h=None, A=E, b=e, m=E.shape[-2], p=0)
-    F = _kkt.factor(xp, ops, sub, None, cfg.delta, ~lanes,
-                    xp.asarray(True, device=prob.device))
+
+    def fresh():
+        return _kkt.factor(xp, ops, sub, None, cfg.delta, ~lanes,
+                           xp.asarray(True, device=prob.device))
+
+    F = fresh() if reuse is None else ops.cond(reuse[0], fresh, lambda: reuse[1])
     return ActiveSystem(sub, F, act, rho)
 
 
@@ -165,30 +177,15 @@ def meets_tol(xp, prob: Problem, pt: Point, tol):
     return ok
 
 
-def polish(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue):
-    """Polish the lanes where ``solved`` or ``rescue`` (B,) is True.
+class _Attempt(NamedTuple):
+    point: Point     # the polished point
+    feasible: Any    # (B,) finite, factored, multipliers >= 0 and inactive rows feasible
+    drop: Any        # (B, p) active rows with a negative multiplier (or None)
+    add: Any         # (B, p) inactive rows that are violated (or None)
 
-    The active-set system is solved for a correction of ``pt`` (not from
-    scratch): where the active rows are linearly dependent (an equality written
-    as two inequalities, say) the multipliers are not unique, and the correction
-    keeps the interior point's (nonnegative) choice instead of the minimum-norm
-    one, which may have negative entries.
 
-    A ``solved`` lane keeps the polished point if it is no worse than ``pt``;
-    a ``rescue`` lane (the interior point stalled or ran out of iterations)
-    keeps it only if it meets the tolerance, and is then reported solved.
-
-    Returns
-    -------
-    Point
-        The polished point (the input point in lanes where polishing failed).
-    ActiveSystem
-        The factored active-set system (reused by the derivatives).
-    rescued : (B,) bool
-        The ``rescue`` lanes whose polished point meets the tolerance.
-    """
-    lanes = solved | rescue
-    system = active_system(xp, ops, prob, cfg, pt, lanes)
+def _attempt(xp, ops, prob: Problem, cfg, pt: Point, system: ActiveSystem, lanes) -> _Attempt:
+    """Solve the active-set system of ``system`` for a correction of ``pt``."""
     sub = system.sub
     refine = cfg.refine + 1
     act = system.act
@@ -196,7 +193,6 @@ def polish(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue):
     #   [[Q, E'], [E, 0]] [x; nu] = [-q; e],  nu0 = [y; z on active rows].
     x0 = pt.x
     rx = -prob.q - mv(prob.Q, x0)
-    nu0 = None
     if sub.m:
         parts = ([pt.y] if prob.m else []) + ([xp.where(act, pt.z, 0.0)] if prob.p else [])
         nu0 = xp.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
@@ -209,6 +205,7 @@ def polish(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue):
     x = x0 + dx[..., 0]
     ok = lanes & system.F.ok & xp.all(xp.isfinite(x), axis=-1)
     y, z, s = pt.y, pt.z, pt.s
+    drop = add = None
     if sub.m:
         ok = ok & xp.all(xp.isfinite(nu), axis=-1)
         if prob.m:
@@ -216,24 +213,101 @@ def polish(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue):
     if prob.p:
         zp = nu[:, prob.m:]
         sp = prob.h - mv(prob.G, x)
-        hscale = xp.maximum(xp.max(xp.abs(prob.h), axis=-1), 1.0)
-        zscale = xp.maximum(xp.max(xp.abs(zp), axis=-1), 1.0)
-        ok = ok & (xp.min(zp, axis=-1) >= -cfg.tol * zscale)
-        ok = ok & (xp.min(xp.where(act, 0.0, sp), axis=-1) >= -cfg.tol * hscale)
+        hscale = xp.maximum(xp.max(xp.abs(prob.h), axis=-1), 1.0)[:, None]
+        zscale = xp.maximum(xp.max(xp.abs(zp), axis=-1), 1.0)[:, None]
+        drop = act & (zp < -cfg.tol * zscale)
+        add = ~act & (sp < -cfg.tol * hscale)
+        ok = ok & ~xp.any(drop | add, axis=-1)
         z = xp.where(act, xp.maximum(zp, 0.0), 0.0)
         s = xp.where(act, 0.0, xp.maximum(sp, 0.0))
-    new = Point(x, y, z, s)
-    p0, d0, g0 = residuals(xp, prob, pt)
-    p1, d1, g1 = residuals(xp, prob, new)
-    # The polished point has no gap; its residuals may be no larger than the
-    # interior point's residuals and gap.
-    better = xp.maximum(p1, d1) <= xp.maximum(xp.maximum(p0, d0), g0)
-    rescued = rescue & ok & meets_tol(xp, prob, new, cfg.tol)
-    ok = (solved & ok & better) | rescued
-    k = ok[:, None]
+    return _Attempt(Point(x, y, z, s), ok, drop, add)
+
+
+def _take(xp, prob: Problem, keep, new: Point, old: Point) -> Point:
+    k = keep[:, None]
     return Point(
-        xp.where(k, new.x, pt.x),
-        xp.where(k, new.y, pt.y) if prob.m else pt.y,
-        xp.where(k, new.z, pt.z) if prob.p else pt.z,
-        xp.where(k, new.s, pt.s) if prob.p else pt.s,
-    ), system, rescued
+        xp.where(k, new.x, old.x),
+        xp.where(k, new.y, old.y) if prob.m else old.y,
+        xp.where(k, new.z, old.z) if prob.p else old.z,
+        xp.where(k, new.s, old.s) if prob.p else old.s,
+    )
+
+
+def polish(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, max_swaps: int = 3):
+    """Polish the lanes where ``solved`` or ``rescue`` (B,) is True.
+
+    The active-set system is solved for a correction of ``pt`` (not from
+    scratch): where the active rows are linearly dependent (an equality written
+    as two inequalities, say) the multipliers are not unique, and the correction
+    keeps the interior point's (nonnegative) choice instead of the minimum-norm
+    one, which may have negative entries.
+
+    The first guess of the active set is ``z > s``. Near a degenerate row
+    (``s`` and ``z`` both small when the iteration stops) that guess can be
+    wrong; then the polished point has a negative multiplier or violates an
+    inactive row, and the active set is corrected -- those rows swapped, as in
+    a primal-dual active-set method -- and the system solved again, up to
+    ``max_swaps`` times (only while some lane needs it).
+
+    A ``solved`` lane keeps the polished point if it is no worse than ``pt``;
+    a ``rescue`` lane (the interior point stalled or ran out of iterations)
+    keeps it only if it meets the tolerance, and is then reported solved.
+
+    Returns
+    -------
+    Point
+        The polished point (the input point in lanes where polishing failed).
+    ActiveSystem
+        The factored active-set system of the accepted active set (the first
+        guess where polishing failed); the derivatives reuse it.
+    rescued : (B,) bool
+        The ``rescue`` lanes whose polished point meets the tolerance.
+    """
+    lanes = solved | rescue
+    p0, d0, g0 = residuals(xp, prob, pt)
+    bound = xp.maximum(xp.maximum(p0, d0), g0)
+
+    def accept(att: _Attempt):
+        p1, d1, _ = residuals(xp, prob, att.point)
+        # A solved lane: the polished point has no gap; its residuals may be no
+        # larger than the interior point's residuals and gap.
+        better = solved & att.feasible & (xp.maximum(p1, d1) <= bound)
+        rescued = rescue & att.feasible & meets_tol(xp, prob, att.point, cfg.tol)
+        return better | rescued, rescued
+
+    system = active_system(xp, ops, prob, cfg, pt, lanes)
+    att = _attempt(xp, ops, prob, cfg, pt, system, lanes)
+    done, rescued = accept(att)
+    out = _take(xp, prob, done, att.point, pt)
+    if not prob.p:
+        return out, system, rescued
+
+    act0 = system.act
+    # Loop state: (swaps, act tried last, its drop/add, done, rescued, accepted
+    # active set, output point).
+    state = (xp.asarray(0, device=prob.device), act0, att.drop, att.add, done, rescued,
+             act0, *out)
+
+    def cond(st):
+        k, _, _, _, dn = st[:5]
+        return (k < max_swaps) & xp.any(lanes & ~dn)
+
+    def body(st):
+        k, act, drop, add, dn, rs, act_ok = st[:7]
+        cur = Point(*st[7:])
+        pending = lanes & ~dn
+        act = xp.where(pending[:, None], (act & ~drop) | add, act)
+        sys_k = active_system(xp, ops, prob, cfg, pt, pending, act)
+        a = _attempt(xp, ops, prob, cfg, pt, sys_k, pending)
+        ok, res_k = accept(a)
+        ok = ok & pending
+        nxt = _take(xp, prob, ok, a.point, cur)
+        act_ok = xp.where(ok[:, None], act, act_ok)
+        return (k + 1, act, a.drop, a.add, dn | ok, rs | (res_k & ok), act_ok, *nxt)
+
+    state = ops.while_loop(cond, body, state)
+    swaps, rescued, act_ok = state[0], state[5], state[6]
+    out = Point(*state[7:])
+    # Refactor for the derivatives only where some lane changed its active set.
+    system = active_system(xp, ops, prob, cfg, pt, lanes, act_ok, reuse=(swaps > 0, system.F))
+    return out, system, rescued

@@ -1,0 +1,105 @@
+"""Shared fixtures and settings of the optnet test suite.
+
+* Makes the repository root (the ``optnet`` package) and this directory (the
+  helper modules ``reference`` and ``strategies``) importable without
+  installing anything.
+* ``backend``: the array backends every core test runs on.
+* ``to_numpy``: convert any result array back to NumPy.
+* The ``slow`` marker and the hypothesis profiles (``ci``, the default, is
+  derandomized so that CI runs are reproducible; ``HYPOTHESIS_PROFILE=dev``
+  draws fresh examples, ``HYPOTHESIS_PROFILE=thorough`` ten times as many).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+_HERE = Path(__file__).resolve().parent
+for _path in (_HERE.parent, _HERE):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+BACKENDS = ("numpy", "array_api_strict")
+
+settings.register_profile(
+    "ci",
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "dev",
+    max_examples=30,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=300,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def n_examples(base: int) -> int:
+    """Scale a per-test example count with the loaded hypothesis profile.
+
+    Parameters
+    ----------
+    base : int
+        The number of examples under the default profile (30 examples).
+
+    Returns
+    -------
+    int
+        ``base`` times the loaded profile's ``max_examples`` / 30 (at least 1).
+    """
+    return max(1, round(base * settings.default.max_examples / 30))
+
+
+def pytest_configure(config):
+    """Register the markers of the suite."""
+    config.addinivalue_line(
+        "markers", "slow: long-running tests (deselect with -m 'not slow')"
+    )
+
+
+@pytest.fixture(params=BACKENDS, ids=BACKENDS, scope="session")
+def backend(request):
+    """The name of an array backend of ``optnet.solve``."""
+    return request.param
+
+
+def to_numpy(a):
+    """Convert an array of any supported library to a NumPy array.
+
+    Parameters
+    ----------
+    a : array or None
+        A NumPy or array-api-strict array (or anything ``np.asarray`` accepts).
+
+    Returns
+    -------
+    numpy.ndarray or None
+        ``None`` if ``a`` is ``None``; otherwise a NumPy array with the same
+        shape, dtype and values.
+    """
+    if a is None:
+        return None
+    if isinstance(a, np.ndarray):
+        return a
+    try:
+        return np.from_dlpack(a)
+    except Exception:  # objects without the DLPack protocol
+        return np.asarray(a)

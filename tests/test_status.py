@@ -1,0 +1,286 @@
+"""Per-lane status codes: infeasible, unbounded, non-finite data, iteration limit, ``check``.
+
+A batch may mix good and bad problems; every lane must get its own status, the
+bad lanes NaN solutions, and the good lanes exactly the answer they get when
+solved alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import n_examples, to_numpy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import DUAL_INFEASIBLE, PRIMAL_INFEASIBLE, SOLVED, reference_solve
+from strategies import (
+    ARGS,
+    CORE_RANK,
+    feasible_lane,
+    paper_problem,
+    primal_infeasible_lane,
+    stack_lanes,
+    unbounded_lane,
+)
+
+import optnet
+from optnet import Status
+
+FIELDS = ("x", "z", "y", "s", "status", "iterations", "primal_residual", "dual_residual", "gap")
+POINT = ("x", "y", "z", "s")
+FAILED_FIELDS = ("x", "y", "z", "s", "primal_residual", "dual_residual", "gap")
+
+# Lane kinds and the status each must get.
+EXPECTED = {
+    "ok": Status.SOLVED,
+    "infeasible_ineq": Status.PRIMAL_INFEASIBLE,
+    "infeasible_eq": Status.PRIMAL_INFEASIBLE,
+    "infeasible_eq_ineq": Status.PRIMAL_INFEASIBLE,
+    "unbounded_lp": Status.DUAL_INFEASIBLE,
+    "unbounded_qp": Status.DUAL_INFEASIBLE,
+}
+N, P, M = 4, 6, 2
+
+
+def make_lane(rng, kind: str, n: int = N, p: int = P, m: int = M) -> dict:
+    """One problem of the given kind (a key of :data:`EXPECTED`)."""
+    if kind == "ok":
+        return feasible_lane(rng, n, p, m)
+    if kind.startswith("infeasible_"):
+        return primal_infeasible_lane(rng, n, p, m, kind.removeprefix("infeasible_"))
+    if kind.startswith("unbounded_"):
+        return unbounded_lane(rng, n, p, m, lp=kind == "unbounded_lp")
+    raise ValueError(kind)
+
+
+def solve_np(data: dict, backend: str = "numpy", **kw) -> dict:
+    """Solve and return every field of the solution as a NumPy array."""
+    sol = optnet.solve(*(data[k] for k in ARGS), backend=backend, **kw)
+    return {f: to_numpy(getattr(sol, f)) for f in FIELDS}
+
+
+def assert_same_point(batched: dict, i, alone: dict, rtol: float = 1e-12) -> None:
+    """Lane ``i`` of a batched solution equals a single problem's solution to ``rtol``."""
+    for f in POINT:
+        a, b = batched[f][i], alone[f]
+        assert np.all(np.isfinite(a)), (f, a)
+        scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * scale, err_msg=f"{f}, lane {i}")
+
+
+def assert_failed_lane(out: dict, i) -> None:
+    """Every solution array of lane ``i`` is NaN."""
+    for f in FAILED_FIELDS:
+        assert np.all(np.isnan(out[f][i])), f"{f} of lane {i} is {out[f][i]} (want NaN)"
+
+
+def check_mixed_batch(kinds: list, seed: int, backend: str) -> None:
+    rng = np.random.default_rng(seed)
+    lane_data = [make_lane(rng, k) for k in kinds]
+    out = solve_np(stack_lanes(lane_data), backend)
+    got = [Status(int(c)).name for c in out["status"]]
+    want = [EXPECTED[k].name for k in kinds]
+    assert got == want
+    for i, (kind, lane) in enumerate(zip(kinds, lane_data, strict=True)):
+        if kind == "ok":
+            assert_same_point(out, i, solve_np(lane, backend))
+            for f in ("primal_residual", "dual_residual", "gap"):
+                assert np.isfinite(out[f][i]), f
+        else:
+            assert_failed_lane(out, i)
+
+
+REFERENCE_STATUS = {Status.SOLVED: SOLVED, Status.PRIMAL_INFEASIBLE: PRIMAL_INFEASIBLE,
+                    Status.DUAL_INFEASIBLE: DUAL_INFEASIBLE}
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_generators_agree_with_reference(kind):
+    """The reference solver confirms what each lane generator claims to make."""
+    for seed in range(5):
+        lane = make_lane(np.random.default_rng(seed), kind)
+        assert reference_solve(**lane).status == REFERENCE_STATUS[EXPECTED[kind]], seed
+
+
+@pytest.mark.parametrize("kind", sorted(set(EXPECTED) - {"ok"}))
+def test_single_bad_problem(backend, kind):
+    """Each kind of bad problem alone gets its status and NaN arrays."""
+    lane = make_lane(np.random.default_rng(1), kind)
+    out = solve_np(lane, backend)
+    assert out["status"].shape == ()
+    assert Status(int(out["status"])) == EXPECTED[kind]
+    assert_failed_lane(out, ())
+
+
+def test_mixed_batch(backend):
+    """Infeasible and unbounded lanes among feasible ones (all arrays batched)."""
+    kinds = ["ok", "infeasible_ineq", "ok", "unbounded_lp", "infeasible_eq", "ok",
+             "unbounded_qp", "infeasible_eq_ineq"]
+    check_mixed_batch(kinds, 0, backend)
+
+
+@settings(max_examples=n_examples(25))
+@given(kinds=st.lists(st.sampled_from(sorted(EXPECTED)), min_size=1, max_size=6),
+       seed=st.integers(0, 2**32 - 1))
+def test_mixed_batch_random(kinds, seed):
+    """Any mixture of lane kinds, in any order (numpy)."""
+    check_mixed_batch(kinds, seed, "numpy")
+
+
+def test_bad_lanes_with_shared_q(backend):
+    """Q and q shared; lanes 1 and 3 primal infeasible through their own G, h."""
+    rng = np.random.default_rng(5)
+    base = feasible_lane(rng, N, P, 0)
+    G = np.stack([rng.standard_normal((P, N)) for _ in range(4)])
+    x0 = rng.standard_normal(N)
+    h = G @ x0 + rng.uniform(0.1, 1.0, (4, P))
+    e1 = np.eye(N)[0]
+    for i in (1, 3):
+        G[i, 0], h[i, 0], G[i, 1], h[i, 1] = e1, -1.0, -e1, -1.0
+    data = {"Q": base["Q"], "q": base["q"], "G": G, "h": h, "A": None, "b": None}
+    out = solve_np(data, backend)
+    assert [Status(int(c)) for c in out["status"]] == [
+        Status.SOLVED, Status.PRIMAL_INFEASIBLE, Status.SOLVED, Status.PRIMAL_INFEASIBLE]
+    for i in (0, 2):
+        alone = solve_np(dict(data, G=G[i], h=h[i]), backend)
+        assert_same_point(out, i, alone)
+    for i in (1, 3):
+        assert_failed_lane(out, i)
+
+
+# ---------------------------------------------------------------- non-finite data
+
+NONFINITE = [(k, v) for k in ARGS for v in ("nan", "inf", "-inf") if (k, v) != ("h", "inf")]
+
+
+def _corrupt(a: np.ndarray, lane, value: float) -> np.ndarray:
+    a = a.copy()
+    idx = (lane,) + (0,) * (a.ndim - 1)
+    a[idx] = value
+    return a
+
+
+@pytest.mark.parametrize(("arg", "value"), NONFINITE, ids=[f"{k}={v}" for k, v in NONFINITE])
+def test_nonfinite_data_in_one_lane(arg, value):
+    """NaN/Inf in one lane's data: NUMERICAL_ERROR there only (numpy)."""
+    rng = np.random.default_rng(11)
+    clean = stack_lanes([feasible_lane(rng, N, P, M) for _ in range(4)])
+    data = dict(clean, **{arg: _corrupt(clean[arg], 2, float(value))})
+    out = solve_np(data)
+    ref = solve_np(clean)
+    assert [Status(int(c)) for c in out["status"]] == [
+        Status.SOLVED, Status.SOLVED, Status.NUMERICAL_ERROR, Status.SOLVED]
+    assert_failed_lane(out, 2)
+    for i in (0, 1, 3):
+        assert_same_point(out, i, {f: ref[f][i] for f in POINT})
+
+
+@pytest.mark.parametrize("arg", ["Q", "h"])
+def test_nonfinite_data_in_one_lane_backends(backend, arg):
+    """The same on every backend."""
+    rng = np.random.default_rng(12)
+    clean = stack_lanes([feasible_lane(rng, N, P, M) for _ in range(3)])
+    data = dict(clean, **{arg: _corrupt(clean[arg], 0, np.nan)})
+    out = solve_np(data, backend)
+    assert [Status(int(c)) for c in out["status"]] == [
+        Status.NUMERICAL_ERROR, Status.SOLVED, Status.SOLVED]
+    assert_failed_lane(out, 0)
+    for i in (1, 2):
+        assert_same_point(out, i, solve_np({k: clean[k][i] for k in ARGS}, backend))
+
+
+@pytest.mark.parametrize("arg", ARGS)
+def test_nan_in_shared_argument(arg):
+    """NaN in an argument shared by the batch: every lane NUMERICAL_ERROR."""
+    rng = np.random.default_rng(13)
+    data = stack_lanes([feasible_lane(rng, N, P, M) for _ in range(3)])
+    shared = data[arg][0].copy()
+    shared[(0,) * CORE_RANK[arg]] = np.nan
+    data[arg] = shared
+    out = solve_np(data)
+    assert out["status"].shape == (3,)
+    assert np.all(out["status"] == int(Status.NUMERICAL_ERROR)), out["status"]
+    for i in range(3):
+        assert_failed_lane(out, i)
+
+
+def test_infinite_h_is_not_an_error():
+    """+inf in h is "no constraint", not bad data."""
+    rng = np.random.default_rng(14)
+    data = feasible_lane(rng, N, P, M)
+    data["h"][0] = np.inf
+    out = solve_np(data)
+    assert Status(int(out["status"])) == Status.SOLVED
+    assert np.isposinf(out["s"][0]) and out["z"][0] == 0.0
+
+
+# ---------------------------------------------------------------- check=True
+
+
+@pytest.mark.parametrize("kind", ["infeasible_ineq", "unbounded_lp"])
+def test_check_raises(backend, kind):
+    """check=True raises QPError naming the status of the failed lanes."""
+    rng = np.random.default_rng(21)
+    data = stack_lanes([make_lane(rng, "ok"), make_lane(rng, kind), make_lane(rng, "ok")])
+    with pytest.raises(optnet.QPError, match=EXPECTED[kind].name):
+        optnet.solve(*(data[k] for k in ARGS), backend=backend, check=True)
+
+
+def test_check_raises_numerical_error():
+    rng = np.random.default_rng(22)
+    data = stack_lanes([feasible_lane(rng, N, P, M) for _ in range(2)])
+    data["q"][1, 0] = np.nan
+    with pytest.raises(optnet.QPError, match="NUMERICAL_ERROR"):
+        optnet.solve(*(data[k] for k in ARGS), check=True)
+
+
+def test_check_raises_names_every_status():
+    """A batch with several kinds of failure names each of them."""
+    rng = np.random.default_rng(23)
+    data = stack_lanes([make_lane(rng, k) for k in ("ok", "infeasible_eq", "unbounded_qp")])
+    with pytest.raises(optnet.QPError) as info:
+        optnet.solve(*(data[k] for k in ARGS), check=True)
+    msg = str(info.value)
+    assert "PRIMAL_INFEASIBLE" in msg and "DUAL_INFEASIBLE" in msg
+
+
+def test_check_passes_when_solved(backend):
+    """check=True on solvable problems returns the same solution as check=False."""
+    rng = np.random.default_rng(24)
+    data = stack_lanes([feasible_lane(rng, N, P, M) for _ in range(3)])
+    sol = optnet.solve(*(data[k] for k in ARGS), backend=backend, check=True)
+    ref = solve_np(data, backend)
+    assert np.all(to_numpy(sol.status) == int(Status.SOLVED))
+    np.testing.assert_array_equal(to_numpy(sol.x), ref["x"])
+
+
+# ---------------------------------------------------------------- iteration limit
+
+
+def test_max_iter(backend):
+    """max_iter=1: each lane is MAX_ITER (one iteration, finite best iterate) or, where
+    polishing that iterate already met the tolerance, SOLVED with the right answer."""
+    rng = np.random.default_rng(31)
+    data = paper_problem(rng, 8, n=30, p=30)
+    out = solve_np(data, backend, max_iter=1)
+    full = solve_np(data, backend)
+    status = out["status"]
+    assert np.all(full["status"] == int(Status.SOLVED)), full["status"]
+    assert set(status.tolist()) <= {int(Status.MAX_ITER), int(Status.SOLVED)}, status
+    hit = status == int(Status.MAX_ITER)
+    assert np.any(hit), status       # one iteration is not enough for most of these lanes
+    assert np.all(out["iterations"] == 1), out["iterations"]
+    for f in ("x", "z", "s", "primal_residual", "dual_residual", "gap"):
+        assert np.all(np.isfinite(out[f])), f
+    np.testing.assert_allclose(out["x"][~hit], full["x"][~hit], rtol=1e-7, atol=1e-7)
+    with pytest.raises(optnet.QPError, match="MAX_ITER"):
+        optnet.solve(*(data[k] for k in ARGS), backend=backend, max_iter=1, check=True)
+
+
+def test_max_iter_enough():
+    """The same problems are solved with the default limit, in fewer than 100 iterations."""
+    rng = np.random.default_rng(31)
+    data = paper_problem(rng, 3, n=10, p=10)
+    out = solve_np(data)
+    assert np.all(out["status"] == int(Status.SOLVED))
+    assert np.all((out["iterations"] > 1) & (out["iterations"] < 100))
