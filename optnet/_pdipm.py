@@ -93,7 +93,7 @@ def default_settings(xp, prob, tol=None, max_iter=None) -> Settings:
         tol_inf=max(tol, 1e-8) if not single else max(tol, 1e-5),
         max_iter=max_iter,
         delta=1e-7 if pure_single else 1e-15,
-        refine=4 if single else 2,
+        refine=4 if single else 1,
         step_fraction=0.99,
         patience=6,
     )
@@ -316,7 +316,10 @@ def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
     since = xp.where(progress, 0, st.since + 1)
     # Only nearly solved lanes (merit below tol^0.3: 1e-3 in float64) can stall: a
     # lane on its way to an infeasibility certificate has a growing merit.
-    stuck = (since >= cfg.patience) & (best <= cfg.tol ** 0.3)
+    # Within a factor 100 of the tolerance, two iterations without progress are enough:
+    # the iterate is as accurate as these solves make it, and the polish takes over.
+    stuck = ((since >= cfg.patience) & (best <= cfg.tol ** 0.3)) \
+        | ((since >= 2) & (best <= 100.0 * cfg.tol))
     status = xp.where((status == RUNNING) & stuck,
                       int(Status.NUMERICAL_ERROR), status)
     active = status == RUNNING

@@ -16,22 +16,28 @@ from ._eager import cond, while_loop
 namespace = xp
 
 
+def _finite_diag(L):
+    # A non-finite entry of H reaches the diagonal of L at or after its row.
+    return torch.isfinite(torch.diagonal(L, dim1=-2, dim2=-1)).all(dim=-1)
+
+
 def _cholesky(H, shifts, factor_dtype):
     out_dtype = H.dtype
     H = H.to(factor_dtype)
     k = H.shape[-1]
     eye = torch.eye(k, dtype=H.dtype, device=H.device)
     L, info = torch.linalg.cholesky_ex(H + shifts[0] * eye)
-    ok = (info == 0) & torch.isfinite(L).all(dim=(-2, -1))
-    for shift in shifts[1:]:
-        if bool(ok.all()):
-            break
-        bad = torch.nonzero(~ok).flatten()
-        Lb, infob = torch.linalg.cholesky_ex(H[bad] + shift * eye)
-        okb = (infob == 0) & torch.isfinite(Lb).all(dim=(-2, -1))
-        L = L.index_copy(0, bad, torch.where(okb[:, None, None], Lb, L[bad]))
-        ok = ok.index_copy(0, bad, okb)
-    L = torch.where(ok[:, None, None], L, eye)
+    ok = (info == 0) & _finite_diag(L)
+    if not bool(ok.all()):
+        for shift in shifts[1:]:
+            bad = torch.nonzero(~ok).flatten()
+            Lb, infob = torch.linalg.cholesky_ex(H[bad] + shift * eye)
+            okb = (infob == 0) & _finite_diag(Lb)
+            L = L.index_copy(0, bad, torch.where(okb[:, None, None], Lb, L[bad]))
+            ok = ok.index_copy(0, bad, okb)
+            if bool(ok.all()):
+                break
+        L = torch.where(ok[:, None, None], L, eye)
     return L.to(out_dtype), ok
 
 
