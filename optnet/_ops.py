@@ -37,6 +37,10 @@ class Ops(NamedTuple):
     while_loop : callable ``(cond, body, state) -> state``
         ``lax.while_loop`` semantics: ``cond(state)`` is a scalar boolean
         array, ``body`` maps a state to one of the same structure and shapes.
+    eager : bool
+        True where arrays have concrete values (no tracing): the core may
+        then read values on the host and use data-dependent shapes, e.g. to
+        iterate only the lanes still running.
     """
 
     name: str
@@ -44,3 +48,4 @@ class Ops(NamedTuple):
     solve_triangular: Callable[[Any, Any, bool], Any]
     cond: Callable[[Any, Callable, Callable], Any]
     while_loop: Callable[[Callable, Callable, Any], Any]
+    eager: bool = False

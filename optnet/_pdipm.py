@@ -54,7 +54,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from . import _kkt
+from . import _kkt, _lanes
 from ._kkt import mtv, mv, vdot
 from ._problem import Problem
 from ._types import Status
@@ -136,6 +136,10 @@ class Residuals(NamedTuple):
     rz: Any
     rtau: Any
     Qx: Any
+    Ax: Any     # A x, A'y, G x, G'z (None without the block): the stopping tests reuse them
+    Aty: Any
+    Gx: Any
+    Gtz: Any
     pres: Any   # normalized (divided by tau), infinity norms, (B,)
     dres: Any
     gap: Any
@@ -172,14 +176,16 @@ def residuals(xp, prob: Problem, st: State) -> Residuals:
     Qx = mv(prob.Q, x)
     rx = Qx + prob.q * tau[:, None]
     rtau = kappa + vdot(xp, prob.q, x) + vdot(xp, x, Qx) / tau
-    ry = rz = None
+    ry = rz = Ax = Aty = Gx = Gtz = None
     if prob.m:
-        rx = rx + mtv(prob.A, y)
-        ry = mv(prob.A, x) - prob.b * tau[:, None]
+        Ax, Aty = mv(prob.A, x), mtv(prob.A, y)
+        rx = rx + Aty
+        ry = Ax - prob.b * tau[:, None]
         rtau = rtau + vdot(xp, prob.b, y)
     if prob.p:
-        rx = rx + mtv(prob.G, z)
-        rz = mv(prob.G, x) + s - prob.h * tau[:, None]
+        Gx, Gtz = mv(prob.G, x), mtv(prob.G, z)
+        rx = rx + Gtz
+        rz = Gx + s - prob.h * tau[:, None]
         rtau = rtau + vdot(xp, prob.h, z)
     pres = _max(xp, _inf_norm(xp, ry), _inf_norm(xp, rz))
     if pres is None:
@@ -187,7 +193,7 @@ def residuals(xp, prob: Problem, st: State) -> Residuals:
     pres = pres / tau
     dres = _inf_norm(xp, rx) / tau
     gap = (vdot(xp, s, z) if prob.p else xp.zeros_like(tau)) / (tau * tau)
-    return Residuals(rx, ry, rz, rtau, Qx, pres, dres, gap)
+    return Residuals(rx, ry, rz, rtau, Qx, Ax, Aty, Gx, Gtz, pres, dres, gap)
 
 
 def classify(xp, prob: Problem, st: State, res: Residuals, cfg: Settings):
@@ -205,16 +211,16 @@ def classify(xp, prob: Problem, st: State, res: Residuals, cfg: Settings):
     if prob.m:
         ybar = y / tau[:, None]
         dobj = dobj - vdot(xp, prob.b, ybar)
-        Aty = mtv(prob.A, y)
+        Aty = res.Aty
         scale_p = _max(xp, scale_p, _inf_norm(xp, prob.b) * one,
-                       _inf_norm(xp, mv(prob.A, xbar)))
+                       _inf_norm(xp, res.Ax) / tau)
         scale_d = _max(xp, scale_d, _inf_norm(xp, Aty) / tau)
     if prob.p:
         zbar = z / tau[:, None]
         dobj = dobj - vdot(xp, prob.h, zbar)
-        Gtz = mtv(prob.G, z)
+        Gtz = res.Gtz
         scale_p = _max(xp, scale_p, _inf_norm(xp, prob.h) * one,
-                       _inf_norm(xp, mv(prob.G, xbar)), _inf_norm(xp, s) / tau)
+                       _inf_norm(xp, res.Gx) / tau, _inf_norm(xp, s) / tau)
         scale_d = _max(xp, scale_d, _inf_norm(xp, Gtz) / tau)
     gap = xp.maximum(res.gap, xp.abs(pobj - dobj))
     gap_scale = xp.maximum(one, xp.minimum(xp.abs(pobj), xp.abs(dobj)))
@@ -236,10 +242,9 @@ def classify(xp, prob: Problem, st: State, res: Residuals, cfg: Settings):
     qtx = vdot(xp, prob.q, x)
     dinf = (qtx < -eps * xnorm) & (_inf_norm(xp, res.Qx) <= eps * xnorm) & (xnorm > 0)
     if prob.m:
-        dinf = dinf & (_inf_norm(xp, mv(prob.A, x)) <= eps * xnorm)
+        dinf = dinf & (_inf_norm(xp, res.Ax) <= eps * xnorm)
     if prob.p:
-        Gx = mv(prob.G, x)
-        dinf = dinf & (xp.max(Gx, axis=-1) <= eps * xnorm)
+        dinf = dinf & (xp.max(res.Gx, axis=-1) <= eps * xnorm)
 
     finite = xp.isfinite(tau) & xp.isfinite(res.pres) & xp.isfinite(res.dres) & xp.isfinite(gap)
     status = xp.full(tau.shape, RUNNING, dtype=xp.int32, device=prob.device)
@@ -445,6 +450,33 @@ def initial_state(xp, ops, prob: Problem, cfg: Settings) -> State:
                  since=xp.zeros((B,), dtype=xp.int32, device=prob.device))
 
 
+def _run_compacting(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
+    """The loop of ``run`` for eager backends, iterating only the lanes still running.
+
+    Each iteration costs the same per lane, finished or not; here the loop
+    works on a subset that is re-selected (``_lanes``) whenever at most 3/4 of
+    it is still running. Lanes are independent, so the result is the same as
+    iterating the whole batch.
+    """
+    B = st.tau.shape[0]
+    idx, sub_prob, sub = None, prob, st
+    while True:
+        running = sub.status == RUNNING
+        n_run = int(xp.sum(xp.astype(running, xp.int32)))
+        if n_run == 0 or int(sub.k) >= cfg.max_iter:
+            break
+        if 4 * n_run <= 3 * sub.tau.shape[0]:
+            if idx is not None:
+                st = _lanes.put_state(xp, st, sub, idx, B)
+            else:
+                st = sub
+            idx = xp.nonzero(st.status == RUNNING)[0]
+            sub_prob = _lanes.take_problem(xp, prob, idx, B)
+            sub = _lanes.take_state(xp, st, idx, B)
+        sub = _iterate(xp, ops, sub_prob, cfg, sub)
+    return sub if idx is None else _lanes.put_state(xp, st, sub, idx, B)
+
+
 def run(xp, ops, prob: Problem, cfg: Settings):
     """Run the interior-point loop. Returns the final ``State`` and ``Residuals``."""
     st = initial_state(xp, ops, prob, cfg)
@@ -455,7 +487,10 @@ def run(xp, ops, prob: Problem, cfg: Settings):
     def body(st):
         return _iterate(xp, ops, prob, cfg, st)
 
-    st = ops.while_loop(cond, body, st)
+    if ops.eager and st.tau.shape[0] > 1:
+        st = _run_compacting(xp, ops, prob, cfg, st)
+    else:
+        st = ops.while_loop(cond, body, st)
     # Final check of the lanes still running after the last step.
     res = residuals(xp, prob, st)
     final, merit = classify(xp, prob, st, res, cfg)

@@ -284,3 +284,26 @@ def test_max_iter_enough():
     out = solve_np(data)
     assert np.all(out["status"] == int(Status.SOLVED))
     assert np.all((out["iterations"] > 1) & (out["iterations"] < 100))
+
+
+def test_iterating_only_running_lanes_changes_nothing(monkeypatch):
+    """Eager backends iterate only the lanes still running (re-selected as lanes finish);
+    the answer is that of iterating the whole batch in lockstep, lane for lane."""
+    from optnet.backends import numpy as numpy_backend
+
+    rng = np.random.default_rng(41)
+    data = paper_problem(rng, 24, n=20, p=20)
+    data["h"][3] = -np.abs(data["h"][3]) - 1.0       # lane 3: x in an empty set ...
+    data["G"][3] = np.abs(data["G"][3])
+    data["G"][3, :, :] = 0.0
+    data["Q"][5, 0, 0] = np.nan                       # lane 5: bad data
+    out = solve_np(data)
+    monkeypatch.setattr(numpy_backend, "ops", numpy_backend.ops._replace(eager=False))
+    ref = solve_np(data)
+    assert out["status"][3] == int(Status.PRIMAL_INFEASIBLE), out["status"]
+    assert out["status"][5] == int(Status.NUMERICAL_ERROR), out["status"]
+    assert len(set(out["iterations"].tolist())) > 2, out["iterations"]   # lanes finish apart
+    np.testing.assert_array_equal(out["status"], ref["status"])
+    np.testing.assert_array_equal(out["iterations"], ref["iterations"])
+    for f in ("x", "z", "s"):
+        np.testing.assert_allclose(out[f], ref[f], rtol=1e-12, atol=1e-14, err_msg=f)

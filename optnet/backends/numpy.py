@@ -53,7 +53,7 @@ def asarray(a):
 
 
 ops = Ops(name="numpy", cholesky=_cholesky, solve_triangular=_solve_triangular,
-          cond=cond, while_loop=while_loop)
+          cond=cond, while_loop=while_loop, eager=True)
 
 
 def has_float64(device=None) -> bool:

@@ -66,4 +66,4 @@ def quiet():
 
 
 ops = Ops(name="torch", cholesky=_cholesky, solve_triangular=_solve_triangular,
-          cond=cond, while_loop=while_loop)
+          cond=cond, while_loop=while_loop, eager=True)

@@ -1,0 +1,59 @@
+"""Selecting and writing back subsets of lanes (eager backends only).
+
+A batch iterates until its slowest lane is done; on backends whose arrays hold
+concrete values (``ops.eager``), the interior-point loop instead works on the
+lanes still running, re-selected whenever enough of them have finished (see
+``_pdipm.run``). Everything here is written against the Array API:
+``take`` to select, ``searchsorted`` + ``take`` + ``where`` to write back
+(no index assignment, which the standard does not have).
+"""
+
+from __future__ import annotations
+
+from ._problem import Problem
+
+
+def _is_lane_array(v, B):
+    return v is not None and hasattr(v, "shape") and len(v.shape) >= 1 and v.shape[0] == B
+
+
+def take_problem(xp, prob: Problem, idx, B: int) -> Problem:
+    """``prob`` restricted to lanes ``idx`` (1-D int array); shared (lead 1) data stay shared."""
+    fields = {}
+    for name in ("Q", "q", "G", "h", "A", "b", "bad", "h_free"):
+        v = getattr(prob, name)
+        if _is_lane_array(v, B) and B != 1:
+            fields[name] = xp.take(v, idx, axis=0)
+    return prob._replace(**fields)
+
+
+def take_state(xp, st, idx, B: int):
+    """A NamedTuple of lane arrays (and 0-d scalars, nested tuples) restricted to ``idx``."""
+    def sel(v):
+        if isinstance(v, tuple):
+            return tuple(sel(u) for u in v)
+        return xp.take(v, idx, axis=0) if _is_lane_array(v, B) else v
+
+    return type(st)(*(sel(v) for v in st))
+
+
+def put_state(xp, full, part, idx, B: int):
+    """Write ``part`` (lanes ``idx``, sorted) back into ``full`` (B lanes).
+
+    Fields that are not lane arrays (0-d scalars) are taken from ``part``.
+    """
+    k = idx.shape[0]
+    lanes = xp.arange(B, dtype=idx.dtype, device=getattr(idx, "device", None))
+    pos = xp.searchsorted(idx, lanes)
+    pos = xp.clip(pos, 0, max(k - 1, 0))
+    member = xp.take(idx, pos, axis=0) == lanes
+
+    def put(f, p):
+        if isinstance(f, tuple):
+            return tuple(put(a, b) for a, b in zip(f, p, strict=True))
+        if not _is_lane_array(f, B):
+            return p
+        mask = xp.reshape(member, (B,) + (1,) * (len(f.shape) - 1))
+        return xp.where(mask, xp.take(p, pos, axis=0), f)
+
+    return type(full)(*(put(f, p) for f, p in zip(full, part, strict=True)))
