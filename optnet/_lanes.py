@@ -14,7 +14,8 @@ from ._problem import Problem
 
 
 def _is_lane_array(v, B):
-    return v is not None and hasattr(v, "shape") and len(v.shape) >= 1 and v.shape[0] == B
+    shape = None if isinstance(v, type) else getattr(v, "shape", None)
+    return isinstance(shape, tuple) and len(shape) >= 1 and shape[0] == B
 
 
 def take_problem(xp, prob: Problem, idx, B: int) -> Problem:
@@ -27,20 +28,28 @@ def take_problem(xp, prob: Problem, idx, B: int) -> Problem:
     return prob._replace(**fields)
 
 
+def _rebuild(v, items):
+    return type(v)(*items) if hasattr(v, "_fields") else tuple(items)
+
+
 def take_state(xp, st, idx, B: int):
-    """A NamedTuple of lane arrays (and 0-d scalars, nested tuples) restricted to ``idx``."""
+    """A (nested) NamedTuple restricted to lanes ``idx``.
+
+    Arrays whose leading dimension is ``B`` are lane arrays; anything else (0-d
+    scalars, shared arrays, Python values) is kept as it is.
+    """
     def sel(v):
         if isinstance(v, tuple):
-            return tuple(sel(u) for u in v)
+            return _rebuild(v, [sel(u) for u in v])
         return xp.take(v, idx, axis=0) if _is_lane_array(v, B) else v
 
-    return type(st)(*(sel(v) for v in st))
+    return sel(st)
 
 
 def put_state(xp, full, part, idx, B: int):
-    """Write ``part`` (lanes ``idx``, sorted) back into ``full`` (B lanes).
+    """Write ``part`` (lanes ``idx``, sorted) back into ``full`` (B lanes), a (nested) NamedTuple.
 
-    Fields that are not lane arrays (0-d scalars) are taken from ``part``.
+    Whatever is not a lane array of ``full`` (0-d scalars, Python values) is taken from ``part``.
     """
     k = idx.shape[0]
     lanes = xp.arange(B, dtype=idx.dtype, device=getattr(idx, "device", None))
@@ -50,10 +59,10 @@ def put_state(xp, full, part, idx, B: int):
 
     def put(f, p):
         if isinstance(f, tuple):
-            return tuple(put(a, b) for a, b in zip(f, p, strict=True))
+            return _rebuild(f, [put(a, b) for a, b in zip(f, p, strict=True)])
         if not _is_lane_array(f, B):
             return p
         mask = xp.reshape(member, (B,) + (1,) * (len(f.shape) - 1))
         return xp.where(mask, xp.take(p, pos, axis=0), f)
 
-    return type(full)(*(put(f, p) for f, p in zip(full, part, strict=True)))
+    return put(full, part)

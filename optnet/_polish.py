@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from . import _kkt
+from . import _kkt, _lanes
 from ._kkt import mtv, mv, vdot
 from ._problem import Problem
 
@@ -264,24 +264,49 @@ def polish(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, max_swaps: in
         The ``rescue`` lanes whose polished point meets the tolerance.
     """
     lanes = solved | rescue
-    p0, d0, g0 = residuals(xp, prob, pt)
-    bound = xp.maximum(xp.maximum(p0, d0), g0)
-
-    def accept(att: _Attempt):
-        p1, d1, _ = residuals(xp, prob, att.point)
-        # A solved lane: the polished point has no gap; its residuals may be no
-        # larger than the interior point's residuals and gap.
-        better = solved & att.feasible & (xp.maximum(p1, d1) <= bound)
-        rescued = rescue & att.feasible & meets_tol(xp, prob, att.point, cfg.tol)
-        return better | rescued, rescued
-
     system = active_system(xp, ops, prob, cfg, pt, lanes)
     att = _attempt(xp, ops, prob, cfg, pt, system, lanes)
-    done, rescued = accept(att)
+    done, rescued = _accept(xp, prob, cfg, pt, att, solved, rescue)
     out = _take(xp, prob, done, att.point, pt)
     if not prob.p:
         return out, system, rescued
+    B = pt.x.shape[0]
+    if not (ops.eager and B > 1):
+        return _swaps(xp, ops, prob, cfg, pt, solved, rescue, system, att, done, rescued, out,
+                      max_swaps)
+    # Eager backends: the swaps concern a few lanes; work on those alone.
+    pending = lanes & ~done
+    if not bool(xp.any(pending)):
+        return out, system, rescued
+    idx = xp.nonzero(pending)[0]
 
+    def sel(v):
+        return _lanes.take_state(xp, v, idx, B)
+
+    sub = _lanes.take_problem(xp, prob, idx, B)
+    o, sy, r = _swaps(xp, ops, sub, cfg, sel(pt), sel(solved), sel(rescue), sel(system),
+                      sel(att), sel(done), sel(rescued), sel(out), max_swaps)
+    out = _lanes.put_state(xp, out, o, idx, B)
+    system = _lanes.put_state(xp, system, sy, idx, B)
+    rescued = _lanes.put_state(xp, (rescued,), (r,), idx, B)[0]
+    return out, system, rescued
+
+
+def _accept(xp, prob: Problem, cfg, pt: Point, att: _Attempt, solved, rescue):
+    """Which lanes keep the polished point, and which of them are rescued (both (B,))."""
+    p0, d0, g0 = residuals(xp, prob, pt)
+    p1, d1, _ = residuals(xp, prob, att.point)
+    # A solved lane: the polished point has no gap; its residuals may be no
+    # larger than the interior point's residuals and gap.
+    better = solved & att.feasible & (xp.maximum(p1, d1) <= xp.maximum(xp.maximum(p0, d0), g0))
+    rescued = rescue & att.feasible & meets_tol(xp, prob, att.point, cfg.tol)
+    return better | rescued, rescued
+
+
+def _swaps(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, system: ActiveSystem,
+           att: _Attempt, done, rescued, out: Point, max_swaps: int):
+    """Swap the offending rows of the lanes not yet done and solve again (see ``polish``)."""
+    lanes = solved | rescue
     act0 = system.act
     # Loop state: (swaps, act tried last, its drop/add, done, rescued, accepted
     # active set, output point).
@@ -299,7 +324,7 @@ def polish(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, max_swaps: in
         act = xp.where(pending[:, None], (act & ~drop) | add, act)
         sys_k = active_system(xp, ops, prob, cfg, pt, pending, act)
         a = _attempt(xp, ops, prob, cfg, pt, sys_k, pending)
-        ok, res_k = accept(a)
+        ok, res_k = _accept(xp, prob, cfg, pt, a, solved, rescue)
         ok = ok & pending
         nxt = _take(xp, prob, ok, a.point, cur)
         act_ok = xp.where(ok[:, None], act, act_ok)

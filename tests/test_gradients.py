@@ -657,6 +657,41 @@ def test_near_degenerate_rows(kind):
         f"z_k {f['z_k']:.1e}, s_k {f['s_k']:.1e}" for f in failures)
 
 
+@pytest.mark.parametrize("kind", ["slack", "multiplier"])
+def test_near_degenerate_rows_batched_as_alone(kind):
+    """The near-degenerate problems above, solved as one batch among well-posed ones: each
+    lane's solution and derivative are those of the problem solved alone (the active-set
+    corrections of the polish then run on a subset of the lanes)."""
+    delta, n, m, p = 1e-6, 4, 1, 3
+    probs = []
+    for seed in range(8):
+        rng = np.random.default_rng(800 + seed)
+        prob, _ = gu.make_qp(rng, n, m, p, n_active=1, degenerate=1)
+        prob = dict(prob)
+        if kind == "slack":
+            prob["h"] = prob["h"] + delta * (np.arange(p + 1) == p)
+        else:
+            prob["q"] = prob["q"] - delta * prob["G"][p]
+        probs.append(prob)
+    for seed in range(8):      # well-posed neighbours
+        probs.append(dict(gu.make_qp(np.random.default_rng(900 + seed), n, m, p + 1)[0]))
+    batch = {k: np.stack([pr[k] for pr in probs]) for k in gu.NAMES}
+    rng = np.random.default_rng(7)
+    cot = gu.random_cotangents(rng, (16,), n, m, p + 1)
+    sol = gu.solve(batch)
+    sold = gu.sol_numpy(sol)
+    g = vjp_np(sol, cot)
+    for i, pr in enumerate(probs):
+        one = gu.solve(pr)
+        ones = gu.sol_numpy(one)
+        gi = vjp_np(one, tuple(c[i] for c in cot))
+        assert sold["status"][i] == ones["status"] == int(optnet.Status.SOLVED)
+        np.testing.assert_allclose(sold["x"][i], ones["x"], rtol=1e-9, atol=1e-11)
+        for k in gu.NAMES:
+            np.testing.assert_allclose(g[k][i], gi[k], rtol=1e-7, atol=1e-9,
+                                       err_msg=f"lane {i}, {k}")
+
+
 # ---------------------------------------------------------------------------
 # 9. h = +inf rows
 # ---------------------------------------------------------------------------
