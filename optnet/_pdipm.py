@@ -68,6 +68,7 @@ class Settings(NamedTuple):
     refine: int         # iterative refinement steps per solve
     step_fraction: float
     patience: int       # iterations without progress before a nearly solved lane stalls
+    centrality: float   # gamma of the neighbourhood min(s_i z_i, tau kappa) >= gamma mu (0: off)
 
 
 def default_settings(xp, prob, tol=None, max_iter=None) -> Settings:
@@ -96,6 +97,7 @@ def default_settings(xp, prob, tol=None, max_iter=None) -> Settings:
         refine=4 if single else 1,
         step_fraction=0.99,
         patience=6,
+        centrality=1e-2,
     )
 
 
@@ -269,6 +271,36 @@ def _step_length(xp, st: State, dz, ds, dtau, dkappa):
     return a
 
 
+_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+
+
+def _keep_centred(xp, st: State, dz, ds, dtau, dkappa, alpha, gamma):
+    """Shorten the step so that the new iterate stays in the wide neighbourhood
+    ``min(s_i z_i, tau kappa) >= gamma mu`` of the central path.
+
+    Mehrotra's step to the boundary can leave one complementarity product far
+    below the others; on ill-conditioned problems the iteration then cycles
+    (the merit alternating between two values) instead of converging. The
+    largest of ``alpha * _FRACTIONS`` that keeps the iterate centred is taken
+    (the smallest fraction if none does); lanes are independent.
+    """
+    p1 = st.s.shape[-1] + 1
+
+    def centrality(a):
+        sz = (st.s + a[:, None] * ds) * (st.z + a[:, None] * dz)
+        tk = (st.tau + a * dtau) * (st.kappa + a * dkappa)
+        mu = (xp.sum(sz, axis=-1) + tk) / p1
+        return xp.minimum(xp.min(sz, axis=-1), tk) / mu
+
+    # A lane that starts outside the neighbourhood must only not leave it further.
+    floor = xp.minimum(0.5 * centrality(xp.zeros_like(alpha)), gamma)
+    out = alpha * _FRACTIONS[0]
+    for f in _FRACTIONS[1:]:
+        a = alpha * f
+        out = xp.where(centrality(a) >= floor, a, out)
+    return out
+
+
 def _u2_rhs(prob, st, dx_, dy_, dz_, ds_):
     """Right-hand side of ``K u2 = [-d_x; -d_y; -d_z + d_s / z]`` as columns (B, size, 1)."""
     rz = _col(-dz_ + ds_ / st.z) if prob.p else None
@@ -388,6 +420,8 @@ def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
     cor = _direction(xp, prob, st, u1, u2c, one_m * res.rtau, ds_c, dkappa_c)
     dx, dy, dz, dsl, dtau, dkappa = cor
     alpha = xp.minimum(cfg.step_fraction * _step_length(xp, st, dz, dsl, dtau, dkappa), 1.0)
+    if prob.p and cfg.centrality > 0:
+        alpha = _keep_centred(xp, st, dz, dsl, dtau, dkappa, alpha, cfg.centrality)
     # A lane whose step is negligible (or not a number) has stalled: it would make
     # no more progress, and would keep the whole batch iterating to max_iter.
     stalled = active & ~(alpha > 1e-10)

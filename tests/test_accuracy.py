@@ -357,6 +357,27 @@ def test_paper_benchmark(dtype):
     _paper(16, dtype)
 
 
+# Lanes of ``paper_problem(default_rng(0), 100000, n=5, p=5)`` on which plain Mehrotra
+# steps misbehaved: the first two cycled to max_iter (the merit alternating between two
+# values), the others took 60-100 iterations when the neighbourhood safeguard was applied
+# strictly from a poorly centred starting point.
+HARD_PAPER_LANES = [74421, 95501, 12767, 37080, 38289, 43183, 65664]
+
+
+def test_paper_lanes_that_cycled():
+    """Lanes once seen cycling converge quickly and agree with the reference solver."""
+    full = paper_problem(np.random.default_rng(0), 100000, n=5, p=5)
+    data = {k: None if v is None else v[HARD_PAPER_LANES] for k, v in full.items()}
+    out = solve_numpy(data)
+    assert np.all(out["status"] == int(optnet.Status.SOLVED)), out["status"]
+    assert np.all(out["iterations"] <= 25), out["iterations"]
+    for idx, lane in lanes(data):
+        ref = reference_solve(**lane)
+        assert ref.status == SOLVED
+        err = np.linalg.norm(out["x"][idx] - ref.x) / max(1.0, np.linalg.norm(ref.x))
+        assert err <= 1e-7, (idx, err)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_paper_benchmark_batch128(dtype):
