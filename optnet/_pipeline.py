@@ -42,6 +42,37 @@ def solve_arrays(be, args: dict, tol=None, max_iter=None) -> QPSolution:
         return _assemble(xp, ops, prob, cfg, st, res, be.asarray)
 
 
+def _certificates(xp, prob: Problem, st, status, x, y, z):
+    """Put the infeasibility certificates into the failed lanes' ``x``, ``y``, ``z``.
+
+    A lane classified infeasible stopped with ``tau ~ 0 < kappa``; its raw iterate
+    (not divided by ``tau``) is the certificate, normalized here:
+
+    - ``PRIMAL_INFEASIBLE``: ``(y, z)`` with ``z >= 0``, ``A'y + G'z ~ 0`` and
+      ``b'y + h'z = -1`` (a Farkas vector); ``x`` and ``s`` stay NaN.
+    - ``DUAL_INFEASIBLE``: ``x = d`` with ``Qd ~ 0``, ``Ad ~ 0``, ``Gd <= ~0`` and
+      ``q'd = -1`` (a recession direction); ``y``, ``z``, ``s`` stay NaN.
+
+    Rows with ``h = +inf`` are not constraints: their multiplier in a Farkas vector is 0.
+    """
+    pinf = status == int(Status.PRIMAL_INFEASIBLE)
+    dinf = status == int(Status.DUAL_INFEASIBLE)
+    one = xp.ones_like(st.tau)
+    cz = xp.where(prob.h_free, 0.0, st.z) if prob.p else st.z
+    bty = xp.zeros_like(st.tau)
+    if prob.m:
+        bty = bty + xp.sum(prob.b * st.y, axis=-1)
+    if prob.p:
+        bty = bty + xp.sum(prob.h * cz, axis=-1)
+    fp = xp.where(pinf & (bty < 0), -1.0 / xp.where(bty < 0, bty, -one), 0.0)[:, None]
+    y = xp.where(pinf[:, None], fp * st.y, y)
+    z = xp.where(pinf[:, None], fp * cz, z)
+    qtx = xp.sum(prob.q * st.x, axis=-1)
+    fd = xp.where(dinf & (qtx < 0), -1.0 / xp.where(qtx < 0, qtx, -one), 0.0)[:, None]
+    x = xp.where(dinf[:, None], fd * st.x, x)
+    return x, y, z
+
+
 def _assemble(xp, ops, prob: Problem, cfg, st, res, asarray) -> QPSolution:
     status = st.status
     solved = status == int(Status.SOLVED)
@@ -66,6 +97,7 @@ def _assemble(xp, ops, prob: Problem, cfg, st, res, asarray) -> QPSolution:
         | (status == int(Status.NUMERICAL_ERROR))
     nan = xp.asarray(xp.nan, dtype=prob.dtype, device=prob.device)
     x, y, z, s = (xp.where(failed[:, None], nan, v) for v in pt)
+    x, y, z = _certificates(xp, prob, st, status, x, y, z)
     if prob.p:
         # Rows with h = +inf: slack infinite, dual exactly zero.
         z = xp.where(prob.h_free, 0.0, z)

@@ -36,13 +36,13 @@ STATUS_EXPLANATIONS = {
     ),
     Status.PRIMAL_INFEASIBLE: (
         "No x satisfies Ax = b and Gx <= h: the solver found a Farkas certificate "
-        "(y, z) with z >= 0, A'y + G'z = 0 and b'y + h'z < 0. The solution arrays "
-        "of this problem are NaN."
+        "(y, z) with z >= 0, A'y + G'z = 0 and b'y + h'z < 0. It is returned in y "
+        "and z, scaled so that b'y + h'z = -1; x, s and the residuals are NaN."
     ),
     Status.DUAL_INFEASIBLE: (
         "The objective is unbounded below on the feasible set: the solver found a "
-        "direction d with Qd = 0, Ad = 0, Gd <= 0 and q'd < 0. The solution "
-        "arrays of this problem are NaN."
+        "direction d with Qd = 0, Ad = 0, Gd <= 0 and q'd < 0. It is returned in "
+        "x, scaled so that q'd = -1; y, z, s and the residuals are NaN."
     ),
     Status.NUMERICAL_ERROR: (
         "The problem data contain NaN or Inf (other than +inf in h, which means "
@@ -79,6 +79,12 @@ class QPSolution(NamedTuple):
     primal_residual, dual_residual, gap : array, shape (*batch)
         Final infinity-norm residuals ``max(|Ax-b|, |Gx+s-h|)``,
         ``|Qx+q+A'y+G'z|`` and the duality gap ``|s'z|``, unscaled.
+
+    Problems that are not ``SOLVED`` or ``MAX_ITER`` have NaN arrays, except for a
+    certificate: a ``PRIMAL_INFEASIBLE`` problem's ``(y, z)`` is a Farkas vector
+    (``z >= 0``, ``A'y + G'z = 0``, ``b'y + h'z = -1``) and a ``DUAL_INFEASIBLE``
+    problem's ``x`` a direction ``d`` with ``Qd = 0``, ``Ad = 0``, ``Gd <= 0`` and
+    ``q'd = -1`` (each to the solver's tolerance). Their derivatives are zero.
     """
 
     x: Any

@@ -402,8 +402,13 @@ def test_mixed_infeasible_lanes_identical_statuses(bk):
     np.testing.assert_array_equal(got["status"], ref["status"])
     # ... and the right ones.
     np.testing.assert_array_equal(got["status"], EXPECTED_MIXED)
-    # The failed lanes are NaN and the solved lane agrees with NumPy.
-    assert np.all(np.isnan(got["x"][1:]))
+    # The failed lanes are NaN but for their certificates (lane 1: Farkas (y, z); lane 2:
+    # a direction x with q'x = -1), and the solved lane agrees with NumPy.
+    assert np.all(np.isnan(got["x"][[1, 3]])) and np.all(np.isnan(got["z"][2:]))
+    assert np.all(np.isfinite(got["z"][1])) and np.all(got["z"][1] >= 0)
+    assert_close(got["z"][1:2], ref["z"][1:2], RTOL, "Farkas vector of the infeasible lane")
+    assert_close(got["x"][2:3], ref["x"][2:3], RTOL, "direction of the unbounded lane")
+    assert abs(float(prob["q"][2] @ got["x"][2]) + 1.0) <= 1e-4
     assert_close(got["x"][:1], ref["x"][:1], RTOL, "x of the solved lane")
     assert_close(got["z"][:1], ref["z"][:1], RTOL, "z of the solved lane")
     assert_close(got["y"][:1], ref["y"][:1], RTOL, "y of the solved lane")

@@ -1,8 +1,9 @@
 """Per-lane status codes: infeasible, unbounded, non-finite data, iteration limit, ``check``.
 
 A batch may mix good and bad problems; every lane must get its own status, the
-bad lanes NaN solutions, and the good lanes exactly the answer they get when
-solved alone.
+bad lanes NaN solutions (infeasible ones a checked certificate instead), and the
+good lanes exactly the answer they get when solved alone. Nearly infeasible and
+nearly unbounded problems that are in fact solvable must be SOLVED.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 from conftest import n_examples, to_numpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import DUAL_INFEASIBLE, PRIMAL_INFEASIBLE, SOLVED, reference_solve
+from reference import DUAL_INFEASIBLE, PRIMAL_INFEASIBLE, SOLVED, objective, reference_solve
 from strategies import (
     ARGS,
     CORE_RANK,
@@ -68,10 +69,57 @@ def assert_same_point(batched: dict, i, alone: dict, rtol: float = 1e-12) -> Non
         np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * scale, err_msg=f"{f}, lane {i}")
 
 
-def assert_failed_lane(out: dict, i) -> None:
-    """Every solution array of lane ``i`` is NaN."""
+def assert_failed_lane(out: dict, i, data: dict | None = None) -> None:
+    """Lane ``i`` failed: its arrays are NaN, except the certificate of an infeasible lane.
+
+    With ``data`` (the lane's problem), a ``PRIMAL_INFEASIBLE`` lane must carry a Farkas
+    vector in ``(y, z)`` and a ``DUAL_INFEASIBLE`` lane a recession direction in ``x``
+    (see :func:`assert_certificate`); without it, every array must be NaN.
+    """
+    code = Status(int(out["status"][i]))
+    cert = {Status.PRIMAL_INFEASIBLE: ("y", "z"), Status.DUAL_INFEASIBLE: ("x",)}
+    keep = cert.get(code, ()) if data is not None else ()
     for f in FAILED_FIELDS:
+        if f in keep:
+            continue
         assert np.all(np.isnan(out[f][i])), f"{f} of lane {i} is {out[f][i]} (want NaN)"
+    if keep:
+        assert_certificate(code, data, *(out[f][i] for f in keep))
+
+
+def assert_certificate(code: Status, lane: dict, *cert, tol: float = 1e-7) -> None:
+    """Check an infeasibility certificate of one problem (float64 data).
+
+    ``PRIMAL_INFEASIBLE``: ``(y, z)`` with ``z >= 0``, ``b'y + h'z = -1`` and
+    ``|A'y + G'z|_inf <= tol * max(1, |(y, z)|_inf)``: no x can satisfy ``Ax = b, Gx <= h``
+    since ``0 = (A'y + G'z)'x <= b'y + h'z < 0`` would follow.
+    ``DUAL_INFEASIBLE``: ``d`` with ``q'd = -1`` and ``Qd``, ``Ad``, ``max(Gd, 0)`` within
+    ``tol * max(1, |d|_inf)`` of zero: along ``d`` the objective decreases without bound.
+    """
+    Q, q, G, h, A, b = (None if lane[k] is None else np.asarray(lane[k], float) for k in ARGS)
+    if code == Status.PRIMAL_INFEASIBLE:
+        y, z = cert
+        assert np.all(np.isfinite(y)) and np.all(np.isfinite(z)), (y, z)
+        assert np.all(z >= 0), z
+        n = q.shape[-1]
+        lhs, value = np.zeros(n), 0.0
+        if A is not None:
+            lhs, value = lhs + A.T @ y, value + b @ y
+        if G is not None:
+            lhs, value = lhs + G.T @ z, value + h @ z
+        scale = max(1.0, np.max(np.abs(y), initial=0.0), np.max(np.abs(z), initial=0.0))
+        assert abs(value + 1.0) <= 1e-9, value
+        assert np.max(np.abs(lhs)) <= tol * scale, lhs
+    else:
+        (d,) = cert
+        assert np.all(np.isfinite(d)), d
+        scale = max(1.0, np.max(np.abs(d)))
+        assert abs(q @ d + 1.0) <= 1e-9, q @ d
+        assert np.max(np.abs(Q @ d)) <= tol * scale, Q @ d
+        if A is not None:
+            assert np.max(np.abs(A @ d)) <= tol * scale, A @ d
+        if G is not None:
+            assert np.max(G @ d) <= tol * scale, G @ d
 
 
 def check_mixed_batch(kinds: list, seed: int, backend: str) -> None:
@@ -87,7 +135,7 @@ def check_mixed_batch(kinds: list, seed: int, backend: str) -> None:
             for f in ("primal_residual", "dual_residual", "gap"):
                 assert np.isfinite(out[f][i]), f
         else:
-            assert_failed_lane(out, i)
+            assert_failed_lane(out, i, lane)
 
 
 REFERENCE_STATUS = {Status.SOLVED: SOLVED, Status.PRIMAL_INFEASIBLE: PRIMAL_INFEASIBLE,
@@ -104,12 +152,12 @@ def test_generators_agree_with_reference(kind):
 
 @pytest.mark.parametrize("kind", sorted(set(EXPECTED) - {"ok"}))
 def test_single_bad_problem(backend, kind):
-    """Each kind of bad problem alone gets its status and NaN arrays."""
+    """Each kind of bad problem alone gets its status, its certificate and NaN elsewhere."""
     lane = make_lane(np.random.default_rng(1), kind)
     out = solve_np(lane, backend)
     assert out["status"].shape == ()
     assert Status(int(out["status"])) == EXPECTED[kind]
-    assert_failed_lane(out, ())
+    assert_failed_lane(out, (), lane)
 
 
 def test_mixed_batch(backend):
@@ -145,7 +193,7 @@ def test_bad_lanes_with_shared_q(backend):
         alone = solve_np(dict(data, G=G[i], h=h[i]), backend)
         assert_same_point(out, i, alone)
     for i in (1, 3):
-        assert_failed_lane(out, i)
+        assert_failed_lane(out, i, dict(data, G=G[i], h=h[i]))
 
 
 # ---------------------------------------------------------------- non-finite data
@@ -307,3 +355,57 @@ def test_iterating_only_running_lanes_changes_nothing(monkeypatch):
     np.testing.assert_array_equal(out["iterations"], ref["iterations"])
     for f in ("x", "z", "s"):
         np.testing.assert_allclose(out[f], ref[f], rtol=1e-12, atol=1e-14, err_msg=f)
+
+
+# ---------------------------------------------------------------- nearly infeasible / unbounded
+
+def _rel_objective_error(lane: dict, x, ref_x) -> float:
+    f = objective(lane["Q"], lane["q"], np.asarray(x))
+    f_ref = objective(lane["Q"], lane["q"], ref_x)
+    return abs(f - f_ref) / max(1.0, abs(f_ref))
+
+
+@pytest.mark.parametrize("width", [1e-2, 1e-5, 1e-8, 0.0])
+@pytest.mark.parametrize("seed", range(3))
+def test_nearly_infeasible_but_feasible(width, seed):
+    """Feasible sets of width 1e-2 .. 0 (no interior) are SOLVED, not called infeasible.
+
+    A slab ``c <= x_1 <= c + width`` through the optimum of a feasible problem, and an
+    equality ``x_1 = c`` next to the inequality ``x_1 <= c + width``.
+    """
+    rng = np.random.default_rng(seed)
+    base = feasible_lane(rng, N, P, M)
+    c = reference_solve(**base).x[0]
+    e1 = np.eye(N)[0]
+    slab = {k: None if v is None else v.copy() for k, v in base.items()}
+    slab["G"][0], slab["h"][0] = e1, c + width
+    slab["G"][1], slab["h"][1] = -e1, -c
+    pinned = {k: None if v is None else v.copy() for k, v in base.items()}
+    pinned["A"][0], pinned["b"][0] = e1, c
+    pinned["G"][0], pinned["h"][0] = e1, c + width
+    for lane in (slab, pinned):
+        ref = reference_solve(**lane)
+        assert ref.status == SOLVED
+        out = solve_np(lane)
+        assert Status(int(out["status"])) == Status.SOLVED, int(out["status"])
+        assert _rel_objective_error(lane, out["x"], ref.x) <= 1e-6
+
+
+@pytest.mark.parametrize("radius", [1e1, 1e3, 1e5])
+@pytest.mark.parametrize("lp", [True, False], ids=["lp", "qp"])
+def test_nearly_unbounded_but_bounded(radius, lp):
+    """An unbounded problem cut off at distance ``radius`` along its direction is SOLVED."""
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        lane = unbounded_lane(rng, N, P, M, lp=lp)
+        # The same direction the generator drew first: q'd = -1, Qd = 0, Ad = 0, Gd <= 0.
+        d = np.random.default_rng(seed).standard_normal(N)
+        d /= np.linalg.norm(d)
+        assert abs(lane["q"] @ d + 1.0) <= 1e-12
+        x0 = np.linalg.lstsq(lane["G"], lane["h"] - 0.5, rcond=None)[0]
+        lane = dict(lane, G=np.vstack([lane["G"], d]), h=np.append(lane["h"], d @ x0 + radius))
+        ref = reference_solve(**lane)
+        assert ref.status == SOLVED
+        out = solve_np(lane)
+        assert Status(int(out["status"])) == Status.SOLVED, (seed, int(out["status"]))
+        assert _rel_objective_error(lane, out["x"], ref.x) <= 1e-6, seed
