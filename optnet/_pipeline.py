@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from . import _pdipm
+from . import _pdipm, _scaling
 from ._polish import Point, polish, residuals
 from ._problem import ARG_NAMES, Problem, canonicalize
 from ._types import QPSolution, Status
@@ -38,8 +38,32 @@ def solve_arrays(be, args: dict, tol=None, max_iter=None) -> QPSolution:
                         has_float64=be.has_float64(getattr(args["Q"], "device", None)))
     cfg = _pdipm.default_settings(xp, prob, tol, max_iter)
     with be.quiet():
-        st, res = _pdipm.run(xp, ops, prob, cfg)
-        return _assemble(xp, ops, prob, cfg, st, res, be.asarray)
+        # The interior point runs on the equilibrated problem; everything after it
+        # (polish, residuals, derivatives) on the original one.
+        sprob, sc = _scaling.equilibrate(xp, prob)
+        st, res = _pdipm.run(xp, ops, sprob, cfg)
+        return _assemble(xp, ops, prob, cfg, _unscale_state(xp, sc, st), res, be.asarray,
+                         act=_active_guess(xp, prob, st))
+
+
+def _unscale_state(xp, sc, st):
+    """The interior point's state mapped from the equilibrated to the original problem."""
+    kx, ky, kz, ks, ktau = st.kept
+    x, y, z, s = _scaling.unscale(xp, sc, st.x, st.y, st.z, st.s)
+    kx, ky, kz, ks = _scaling.unscale(xp, sc, kx, ky, kz, ks)
+    return st._replace(x=x, y=y, z=z, s=s, kept=(kx, ky, kz, ks, ktau))
+
+
+def _active_guess(xp, prob: Problem, st):
+    """The polish's first guess of the active rows, ``z > s`` on the equilibrated problem
+    (where rows are comparable; on the original data the test depends on row scaling)."""
+    if not prob.p:
+        return None
+    unsolved = (st.status == int(Status.MAX_ITER)) | (st.status == int(Status.NUMERICAL_ERROR))
+    kz, ks = st.kept[2], st.kept[3]
+    z = xp.where(unsolved[:, None], kz, st.z)
+    s = xp.where(unsolved[:, None], ks, st.s)
+    return z > s
 
 
 def _certificates(xp, prob: Problem, st, status, x, y, z):
@@ -73,7 +97,7 @@ def _certificates(xp, prob: Problem, st, status, x, y, z):
     return x, y, z
 
 
-def _assemble(xp, ops, prob: Problem, cfg, st, res, asarray) -> QPSolution:
+def _assemble(xp, ops, prob: Problem, cfg, st, res, asarray, act=None) -> QPSolution:
     status = st.status
     solved = status == int(Status.SOLVED)
     # Lanes the interior point left unsolved (stalled or out of iterations) go on
@@ -91,7 +115,7 @@ def _assemble(xp, ops, prob: Problem, cfg, st, res, asarray) -> QPSolution:
     rescue = unsolved & ~prob.bad & finite
     pt = Point(*(xp.where(finite[:, None], v, 0.0) for v in pt))
     # The factored active-set system is kept for the derivatives.
-    pt, system, rescued = polish(xp, ops, prob, cfg, pt, solved, rescue)
+    pt, system, rescued = polish(xp, ops, prob, cfg, pt, solved, rescue, act=act)
     status = xp.where(rescued, int(Status.SOLVED), status)
     failed = (status == int(Status.PRIMAL_INFEASIBLE)) | (status == int(Status.DUAL_INFEASIBLE)) \
         | (status == int(Status.NUMERICAL_ERROR))

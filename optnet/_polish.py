@@ -233,7 +233,8 @@ def _take(xp, prob: Problem, keep, new: Point, old: Point) -> Point:
     )
 
 
-def polish(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, max_swaps: int = 3):
+def polish(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, max_swaps: int = 3,
+           act=None):
     """Polish the lanes where ``solved`` or ``rescue`` (B,) is True.
 
     The active-set system is solved for a correction of ``pt`` (not from
@@ -242,7 +243,7 @@ def polish(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, max_swaps: in
     keeps the interior point's (nonnegative) choice instead of the minimum-norm
     one, which may have negative entries.
 
-    The first guess of the active set is ``z > s``. Near a degenerate row
+    The first guess of the active set is ``act`` (B, p), by default ``z > s``. Near a degenerate row
     (``s`` and ``z`` both small when the iteration stops) that guess can be
     wrong; then the polished point has a negative multiplier or violates an
     inactive row, and the active set is corrected -- those rows swapped, as in
@@ -264,7 +265,7 @@ def polish(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, max_swaps: in
         The ``rescue`` lanes whose polished point meets the tolerance.
     """
     lanes = solved | rescue
-    system = active_system(xp, ops, prob, cfg, pt, lanes)
+    system = active_system(xp, ops, prob, cfg, pt, lanes, act=act)
     att = _attempt(xp, ops, prob, cfg, pt, system, lanes)
     done, rescued = _accept(xp, prob, cfg, pt, att, solved, rescue)
     out = _take(xp, prob, done, att.point, pt)

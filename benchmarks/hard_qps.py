@@ -1,0 +1,115 @@
+"""optnet on classical hard dense QP classes, against the reference solver.
+
+    python benchmarks/hard_qps.py [--seeds 10] [--size default|slow] [--classes NAME ...]
+
+For each class of ``tests/hard_qps.py`` (rank-deficient and slightly indefinite
+Q, degenerate optima, redundant equalities, bad scaling, many rows, many
+variables, duplicated/parallel rows) solves seeds 0 .. N-1, one problem per
+call, with ``optnet.solve`` (NumPy backend, float64, default settings) and with
+the reference (Clarabel at 1e-10 plus an active-set polish; for the
+indefinite class the constructed optimum, checked with the reference on the PSD
+part of Q). Prints a markdown table: sizes n/p/m, pass rate (status SOLVED,
+relative objective error <= 1e-6 and relative constraint violation <= 1e-6, the
+measures of ``tests/test_hard_qps.py``), the statuses other than SOLVED,
+median / max iterations, the largest objective error and violation (over the
+seeds where x is finite), and the time optnet took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from hard_qps import (  # noqa: E402
+    CLASSES,
+    hard_problem,
+    objective_error,
+    problem_sizes,
+    reference_optimum,
+    violation,
+)
+from reference import SOLVED  # noqa: E402
+
+import optnet  # noqa: E402
+
+TOL_OBJ = 1e-6
+TOL_VIOL = 1e-6
+TOL_GENERATOR = 1e-7   # as in tests/test_hard_qps.py
+
+
+def run_class(name: str, seeds: int, size: str) -> dict:
+    """Solve seeds ``0 .. seeds-1`` of one class; return the row of the table."""
+    its, oerrs, viols, statuses, passed, secs = [], [], [], Counter(), 0, 0.0
+    generator_bugs = []
+    for seed in range(seeds):
+        problem = hard_problem(name, seed, size)
+        ref = reference_optimum(name, problem)
+        if ref.status != SOLVED or not ref.generator_error <= TOL_GENERATOR:
+            generator_bugs.append(seed)
+            continue
+        t = time.perf_counter()
+        sol = optnet.solve(**problem, backend="numpy")
+        secs += time.perf_counter() - t
+        status = optnet.Status(int(sol.status))
+        x = np.asarray(sol.x)
+        oerr = objective_error(problem, x, ref.x, ref.objective)
+        viol = violation(problem, x)
+        its.append(int(sol.iterations))
+        oerrs.append(oerr)
+        viols.append(viol)
+        if status != optnet.Status.SOLVED:
+            statuses[status.name] += 1
+        passed += bool(status == optnet.Status.SOLVED and oerr <= TOL_OBJ and viol <= TOL_VIOL)
+    n, p, m = problem_sizes(hard_problem(name, 0, size))
+    return {
+        "name": name, "npm": f"{n}/{p}/{m}", "passed": passed, "seeds": seeds,
+        "statuses": statuses, "its": its, "oerr": oerrs, "viol": viols, "secs": secs,
+        "generator_bugs": generator_bugs,
+    }
+
+
+def _max(vals) -> str:
+    vals = np.asarray(vals, dtype=np.float64)
+    vals = vals[np.isfinite(vals)]
+    return f"{vals.max():.1e}" if vals.size else "-"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=10, help="problems per class (seeds 0..N-1)")
+    ap.add_argument("--size", choices=("default", "slow"), default="default",
+                    help="the sizes of tests/hard_qps.py SIZES to use")
+    ap.add_argument("--classes", nargs="+", choices=list(CLASSES), default=list(CLASSES))
+    a = ap.parse_args(argv)
+    print(f"optnet (NumPy, float64, default settings), {a.seeds} seeds per class, "
+          f"{a.size} sizes\n")
+    print("| class | n/p/m | pass | not SOLVED | iterations median / max "
+          "| max obj. rel. error | max violation | optnet time (s) |")
+    print("|---|---|---|---|---|---|---|---|")
+    bugs = []
+    for name in a.classes:
+        r = run_class(name, a.seeds, a.size)
+        solved = r["seeds"] - len(r["generator_bugs"])
+        its = np.asarray(r["its"]) if r["its"] else np.zeros(1, dtype=int)
+        others = ", ".join(f"{k} x{v}" for k, v in sorted(r["statuses"].items())) or "-"
+        print(f"| {name} | {r['npm']} | {r['passed']}/{solved} | {others} "
+              f"| {np.median(its):.0f} / {its.max()} | {_max(r['oerr'])} | {_max(r['viol'])} "
+              f"| {r['secs']:.2f} |", flush=True)
+        if r["generator_bugs"]:
+            bugs.append(f"{name}: seeds {r['generator_bugs']}")
+    if bugs:
+        print("\nReference failed or disagreed with the construction (generator bug?): "
+              + "; ".join(bugs))
+
+
+if __name__ == "__main__":
+    main()
