@@ -38,12 +38,38 @@ def solve_arrays(be, args: dict, tol=None, max_iter=None) -> QPSolution:
                         has_float64=be.has_float64(getattr(args["Q"], "device", None)))
     cfg = _pdipm.default_settings(xp, prob, tol, max_iter)
     with be.quiet():
+        # Nonconvex lanes are set aside like lanes with bad data (never iterated).
+        nonconvex = _nonconvex(xp, ops, prob) & ~prob.bad
+        prob = prob._replace(bad=prob.bad | nonconvex)
         # The interior point runs on the equilibrated problem; everything after it
         # (polish, residuals, derivatives) on the original one.
         sprob, sc = _scaling.equilibrate(xp, prob)
         st, res = _pdipm.run(xp, ops, sprob, cfg)
+        st = st._replace(status=xp.where(nonconvex, int(Status.NONCONVEX), st.status))
         return _assemble(xp, ops, prob, cfg, _unscale_state(xp, sc, st), res, be.asarray,
                          act=_active_guess(xp, prob, st))
+
+
+# Eigenvalues of the unit-diagonal Q down to -PSD_TOL are taken for rounding errors.
+PSD_TOL = 1e-4
+
+
+def _nonconvex(xp, ops, prob: Problem):
+    """Lanes (B,) whose ``Q`` is not positive semidefinite beyond rounding.
+
+    ``C Q C`` with ``C = diag(Q)^{-1/2}`` (1 where the diagonal is zero) has unit
+    diagonal; it is PSD up to rounding if ``C Q C + PSD_TOL I`` has a Cholesky
+    factor. (A zero diagonal entry with a nonzero off-diagonal one in its row makes
+    ``Q`` indefinite, and this test finds it.) One factorization per distinct ``Q``.
+    """
+    Q = prob.Q
+    d = xp.linalg.diagonal(Q)
+    tiny = xp.finfo(Q.dtype).smallest_normal
+    c = 1.0 / xp.sqrt(xp.where(d > tiny, d, 1.0))
+    _, ok = ops.cholesky(c[:, :, None] * Q * c[:, None, :], (PSD_TOL,), Q.dtype)
+    ok = ok & xp.all(d >= -PSD_TOL * xp.max(xp.abs(d), axis=-1, keepdims=True), axis=-1)
+    B = prob.bad.shape[0]
+    return xp.broadcast_to(~ok, (B,)) if ok.shape[0] != B else ~ok
 
 
 def _unscale_state(xp, sc, st):
@@ -118,7 +144,7 @@ def _assemble(xp, ops, prob: Problem, cfg, st, res, asarray, act=None) -> QPSolu
     pt, system, rescued = polish(xp, ops, prob, cfg, pt, solved, rescue, act=act)
     status = xp.where(rescued, int(Status.SOLVED), status)
     failed = (status == int(Status.PRIMAL_INFEASIBLE)) | (status == int(Status.DUAL_INFEASIBLE)) \
-        | (status == int(Status.NUMERICAL_ERROR))
+        | (status == int(Status.NUMERICAL_ERROR)) | (status == int(Status.NONCONVEX))
     nan = xp.asarray(xp.nan, dtype=prob.dtype, device=prob.device)
     x, y, z, s = (xp.where(failed[:, None], nan, v) for v in pt)
     x, y, z = _certificates(xp, prob, st, status, x, y, z)

@@ -25,7 +25,10 @@ def solve(Q, q, G=None, h=None, A=None, b=None, *, backend=None, tol=None, max_i
     Parameters
     ----------
     Q : array, shape (*bQ, n, n)
-        Symmetric positive semidefinite (Q = 0 gives an LP).
+        Symmetric positive semidefinite (Q = 0 gives an LP); only its symmetric
+        part is used. Negative eigenvalues from rounding are tolerated (down to
+        -1e-4 after scaling Q to unit diagonal); a problem whose Q is more
+        indefinite gets status ``NONCONVEX``.
     q : array, shape (*bq, n)
     G : array, shape (*bG, p, n), optional
     h : array, shape (*bh, p), optional

@@ -18,6 +18,7 @@ class Status(enum.IntEnum):
     PRIMAL_INFEASIBLE = 2
     DUAL_INFEASIBLE = 3
     NUMERICAL_ERROR = 4
+    NONCONVEX = 5
 
     @property
     def explanation(self) -> str:
@@ -46,9 +47,15 @@ STATUS_EXPLANATIONS = {
     ),
     Status.NUMERICAL_ERROR: (
         "The problem data contain NaN or Inf (other than +inf in h, which means "
-        "'no constraint'), Q is not positive semidefinite, the KKT system could "
-        "not be factored, or the iteration stalled (a step of negligible length). "
-        "The solution arrays of this problem are NaN."
+        "'no constraint'), the KKT system could not be factored, or the iteration "
+        "stalled (a step of negligible length). The solution arrays of this problem "
+        "are NaN."
+    ),
+    Status.NONCONVEX: (
+        "Q is not positive semidefinite: diag(Q)^-1/2 Q diag(Q)^-1/2 has an "
+        "eigenvalue below -1e-4 (rounding errors above that are tolerated), so the "
+        "problem is not convex and a KKT point need not be its minimum. The "
+        "solution arrays of this problem are NaN."
     ),
 }
 

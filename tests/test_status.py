@@ -409,3 +409,31 @@ def test_nearly_unbounded_but_bounded(radius, lp):
         out = solve_np(lane)
         assert Status(int(out["status"])) == Status.SOLVED, (seed, int(out["status"]))
         assert _rel_objective_error(lane, out["x"], ref.x) <= 1e-6, seed
+
+
+# ---------------------------------------------------------------- nonconvex Q
+
+def test_nonconvex_lane_is_flagged(backend):
+    """Q with a clearly negative eigenvalue: NONCONVEX there, NaN arrays, neighbours unchanged;
+    a negative eigenvalue at the rounding level (-1e-7 relative) is tolerated."""
+    rng = np.random.default_rng(21)
+    lanes_ = [feasible_lane(rng, N, P, M) for _ in range(4)]
+    U = np.linalg.qr(rng.standard_normal((N, N)))[0]
+    lanes_[1]["Q"] = U @ np.diag([2.0, 1.0, 0.5, -1e-2]) @ U.T      # indefinite
+    lanes_[2]["Q"] = U @ np.diag([2.0, 1.0, 0.5, -1e-7]) @ U.T      # rounding level
+    data = stack_lanes(lanes_)
+    out = solve_np(data, backend)
+    assert [Status(int(c)) for c in out["status"]] == [
+        Status.SOLVED, Status.NONCONVEX, Status.SOLVED, Status.SOLVED]
+    assert_failed_lane(out, 1)
+    for i in (0, 3):
+        assert_same_point(out, i, solve_np({k: data[k][i] for k in ARGS}, backend))
+    with pytest.raises(optnet.QPError, match="NONCONVEX"):
+        optnet.solve(*(data[k] for k in ARGS), backend=backend, check=True)
+
+
+def test_zero_diagonal_with_coupling_is_nonconvex():
+    """``[[0, 1], [1, 0]]`` has a zero diagonal but eigenvalue -1."""
+    out = solve_np({"Q": np.array([[0.0, 1.0], [1.0, 0.0]]), "q": np.ones(2),
+                    "G": np.vstack([np.eye(2), -np.eye(2)]), "h": np.ones(4), "A": None, "b": None})
+    assert Status(int(out["status"])) == Status.NONCONVEX
