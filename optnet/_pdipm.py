@@ -52,6 +52,8 @@ are frozen by masking their step to zero.
 
 from __future__ import annotations
 
+import math
+import operator
 from typing import Any, NamedTuple
 
 from . import _kkt, _lanes
@@ -71,6 +73,34 @@ class Settings(NamedTuple):
     centrality: float   # gamma of the neighbourhood min(s_i z_i, tau kappa) >= gamma mu (0: off)
 
 
+def _check_tol(tol) -> float:
+    """``tol`` as a float in (0, 1), or ``ValueError``."""
+    value = None
+    if not isinstance(tol, bool) and getattr(tol, "ndim", 0) == 0:
+        try:
+            value = float(tol)
+        except (TypeError, ValueError):
+            value = None
+    if value is None or not (0.0 < value < 1.0):
+        raise ValueError(f"tol must be a real number in (0, 1); received {tol!r} "
+                         f"({type(tol).__name__}).")
+    return value
+
+
+def _check_max_iter(max_iter) -> int:
+    """``max_iter`` as a positive int, or ``ValueError`` (no silent truncation of 2.5)."""
+    try:
+        value = operator.index(max_iter)
+    except TypeError:  # 100.0 is fine, 2.5 is not
+        value = None
+        if isinstance(max_iter, float) and math.isfinite(max_iter) and max_iter.is_integer():
+            value = int(max_iter)
+    if isinstance(max_iter, bool) or value is None or value < 1:
+        raise ValueError(f"max_iter must be a positive integer; received {max_iter!r} "
+                         f"({type(max_iter).__name__}).")
+    return value
+
+
 def default_settings(xp, prob, tol=None, max_iter=None) -> Settings:
     """Dtype-aware defaults.
 
@@ -83,12 +113,8 @@ def default_settings(xp, prob, tol=None, max_iter=None) -> Settings:
         tol = 1e-5 if pure_single else (1e-6 if single else 1e-10)
     if max_iter is None:
         max_iter = 100
-    tol = float(tol)
-    if not tol > 0:
-        raise ValueError(f"tol must be a positive number; received {tol}.")
-    max_iter = int(max_iter)
-    if max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer; received {max_iter}.")
+    tol = _check_tol(tol)
+    max_iter = _check_max_iter(max_iter)
     return Settings(
         tol=tol,
         tol_inf=max(tol, 1e-8) if not single else max(tol, 1e-5),
@@ -231,6 +257,20 @@ def classify(xp, prob: Problem, st: State, res: Residuals, cfg: Settings):
     solved = merit <= tol
 
     eps = cfg.tol_inf
+    # The certificate tests compare each product with the size of its data (so that
+    # they do not change when the whole problem is scaled by 1e-8, say):
+    # |A'y + G'z| against |[A; G]| |(y, z)|, b'y + h'z against |(b, h)| |(y, z)|,
+    # and likewise for x.
+    tiny = xp.finfo(tau.dtype).smallest_normal
+    mat = _mat_norm(xp, prob.Q, tau)
+    rhs = xp.zeros_like(tau)
+    if prob.m:
+        mat = xp.maximum(mat, _mat_norm(xp, prob.A, tau))
+        rhs = xp.maximum(rhs, _inf_norm(xp, prob.b))
+    if prob.p:
+        mat = xp.maximum(mat, _mat_norm(xp, prob.G, tau))
+        rhs = xp.maximum(rhs, _inf_norm(xp, prob.h))
+    mat = xp.maximum(mat, tiny)
     # Primal infeasibility: (y, z) with A'y + G'z ~ 0 and b'y + h'z < 0.
     pinf = xp.zeros_like(solved)
     if prob.p or prob.m:
@@ -238,15 +278,18 @@ def classify(xp, prob: Problem, st: State, res: Residuals, cfg: Settings):
         cert = Aty if Gtz is None else (Gtz if Aty is None else Aty + Gtz)
         resid = _inf_norm(xp, cert)
         bty = (vdot(xp, prob.b, y) if prob.m else 0.0) + (vdot(xp, prob.h, z) if prob.p else 0.0)
-        pinf = (bty < -eps * ynorm) & (resid <= eps * ynorm) & (ynorm > 0)
+        pinf = (bty < -eps * ynorm * xp.maximum(rhs, tiny)) & (resid <= eps * ynorm * mat) \
+            & (ynorm > 0)
     # Dual infeasibility (unboundedness): x with Qx ~ 0, Ax ~ 0, Gx <= ~0, q'x < 0.
     xnorm = _inf_norm(xp, x)
     qtx = vdot(xp, prob.q, x)
-    dinf = (qtx < -eps * xnorm) & (_inf_norm(xp, res.Qx) <= eps * xnorm) & (xnorm > 0)
+    qnorm = xp.maximum(_inf_norm(xp, prob.q) * xp.ones_like(tau), tiny)
+    small = eps * xnorm * mat
+    dinf = (qtx < -eps * xnorm * qnorm) & (_inf_norm(xp, res.Qx) <= small) & (xnorm > 0)
     if prob.m:
-        dinf = dinf & (_inf_norm(xp, res.Ax) <= eps * xnorm)
+        dinf = dinf & (_inf_norm(xp, res.Ax) <= small)
     if prob.p:
-        dinf = dinf & (xp.max(res.Gx, axis=-1) <= eps * xnorm)
+        dinf = dinf & (xp.max(res.Gx, axis=-1) <= small)
 
     finite = xp.isfinite(tau) & xp.isfinite(res.pres) & xp.isfinite(res.dres) & xp.isfinite(gap)
     status = xp.full(tau.shape, RUNNING, dtype=xp.int32, device=prob.device)
@@ -255,6 +298,12 @@ def classify(xp, prob: Problem, st: State, res: Residuals, cfg: Settings):
     status = xp.where(solved, int(Status.SOLVED), status)
     status = xp.where(finite, status, int(Status.NUMERICAL_ERROR))
     return status, merit
+
+
+def _mat_norm(xp, M, like):
+    """Largest absolute entry of each lane's matrix M (1|B, r, c), as (B,) like ``like``."""
+    v = xp.max(xp.abs(M), axis=(-2, -1))
+    return v * xp.ones_like(like)
 
 
 def _max_step(xp, v, dv):

@@ -92,6 +92,11 @@ def _active_guess(xp, prob: Problem, st):
     return z > s
 
 
+def _all_finite(xp, v):
+    """(B,) bool: every entry of the lane's vector is finite (True for empty vectors)."""
+    return xp.all(xp.isfinite(v), axis=-1)
+
+
 def _certificates(xp, prob: Problem, st, status, x, y, z):
     """Put the infeasibility certificates into the failed lanes' ``x``, ``y``, ``z``.
 
@@ -148,6 +153,13 @@ def _assemble(xp, ops, prob: Problem, cfg, st, res, asarray, act=None) -> QPSolu
     nan = xp.asarray(xp.nan, dtype=prob.dtype, device=prob.device)
     x, y, z, s = (xp.where(failed[:, None], nan, v) for v in pt)
     x, y, z = _certificates(xp, prob, st, status, x, y, z)
+    # A certificate that overflowed (data near the floating-point limit) certifies
+    # nothing: such a lane is a numerical failure.
+    broken = ((status == int(Status.PRIMAL_INFEASIBLE))
+              & ~(_all_finite(xp, y) & _all_finite(xp, z))) \
+        | ((status == int(Status.DUAL_INFEASIBLE)) & ~_all_finite(xp, x))
+    status = xp.where(broken, int(Status.NUMERICAL_ERROR), status)
+    x, y, z = (xp.where(broken[:, None], nan, v) for v in (x, y, z))
     if prob.p:
         # Rows with h = +inf: slack infinite, dual exactly zero.
         z = xp.where(prob.h_free, 0.0, z)

@@ -74,7 +74,11 @@ def check_dtypes(xp, arrays: dict) -> Any:
     floats = []
     for name, a in arrays.items():
         dt = a.dtype
-        if xp.isdtype(dt, "integral"):
+        try:
+            integral = xp.isdtype(dt, "integral")
+        except (TypeError, ValueError):   # a dtype the namespace does not know (bfloat16)
+            integral = False
+        if integral:
             continue
         if dt == xp.float32 or dt == xp.float64:
             floats.append(dt)
@@ -226,12 +230,14 @@ def canonicalize(xp, Q, q, G, h, A, b, *, has_float64: bool = True) -> Problem:
         h_free = xp.isinf(h_) & (h_ > 0)
         # A free row becomes 0'x <= 1: always satisfied, harmless to the KKT system.
         lanes["h"] = xp.where(h_free, 1.0, h_)
-        lanes["G"] = xp.where(h_free[:, :, None], 0.0, lanes["G"])
     # Only the symmetric part of Q matters to the objective; using it everywhere
     # makes the solution (and its derivative) a function of that part alone.
     lanes["Q"] = 0.5 * (lanes["Q"] + xp.matrix_transpose(lanes["Q"]))
     for k, a in lanes.items():
         bad = bad | _lane_bad(xp, a, CORE_RANK[k])
+    if h_free is not None:
+        # (After the check: NaN/Inf in G is bad data even on a row with h = +inf.)
+        lanes["G"] = xp.where(h_free[:, :, None], 0.0, lanes["G"])
     # Replace the data of bad lanes by a harmless problem (Q = I, everything else 0,
     # h = 1) so that their arithmetic stays finite; their outputs are NaN'd later.
     # A shared (lead dim 1) array is replaced only where it is itself non-finite

@@ -82,7 +82,9 @@ def equilibrate(xp, prob: Problem) -> tuple[Problem, Scaling]:
     other are left as they are.
     """
     Q, G, A = prob.Q, prob.G, prob.A
-    L = max(Q.shape[0], 1 if G is None else G.shape[0], 1 if A is None else A.shape[0])
+    B = prob.bad.shape[0]
+    leads = [M.shape[0] for M in (Q, G, A) if M is not None]
+    L = B if B in leads else 1     # (B may be 0: an empty batch)
     aQ = xp.abs(Q)
     aG = None if G is None else xp.abs(G)
     aA = None if A is None else xp.abs(A)

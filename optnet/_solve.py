@@ -10,7 +10,17 @@ from ._types import STATUS_EXPLANATIONS, QPError, QPSolution, Status
 def _convert(args: dict, backend):
     name = backends.infer(args) if backend is None else backend
     be = backends.load(name)
-    converted = {k: (None if a is None else be.asarray(a)) for k, a in args.items()}
+    converted = {}
+    for k, a in args.items():
+        if a is None:
+            converted[k] = None
+            continue
+        try:
+            converted[k] = be.asarray(a)
+        except Exception as exc:  # each library raises its own kind
+            raise ValueError(
+                f"{k} could not be converted to a {name} array (received "
+                f"{type(a).__module__}.{type(a).__qualname__}): {exc}") from exc
     return be, converted
 
 

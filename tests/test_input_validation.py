@@ -270,6 +270,6 @@ def test_mixed_float_dtypes_give_float64(f64_arg):
 def test_status_enum():
     assert [(s.name, int(s)) for s in Status] == [
         ("SOLVED", 0), ("MAX_ITER", 1), ("PRIMAL_INFEASIBLE", 2), ("DUAL_INFEASIBLE", 3),
-        ("NUMERICAL_ERROR", 4)]
+        ("NUMERICAL_ERROR", 4), ("NONCONVEX", 5)]
     assert issubclass(optnet.QPError, Exception)
     assert optnet.QPSolution._fields[:9] == FIELDS

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 
 import array_api_compat.torch as xp
+import numpy as np
 import torch
 
 from .._ops import Ops
@@ -48,12 +49,22 @@ def _solve_triangular(L, R, transpose):
 
 
 def asarray(a):
-    """Convert any array (or nested sequence) to a torch tensor (same device if a tensor)."""
+    """Convert any array (or nested sequence) to a torch tensor (same device if a tensor).
+
+    Host data go through NumPy, so that Python floats stay float64 (torch's own
+    default would round them to float32), and strided, negative-stride or
+    read-only NumPy arrays are copied to C order rather than refused.
+    """
     if isinstance(a, torch.Tensor):
         return a
+    if hasattr(a, "__cuda_array_interface__"):
+        return torch.as_tensor(a, device="cuda")
     if hasattr(a, "__dlpack__") and not hasattr(a, "__array__"):
         return torch.from_dlpack(a)
-    return torch.as_tensor(a)
+    arr = np.ascontiguousarray(a)      # one layout: results do not depend on strides
+    if not arr.flags.writeable:
+        arr = np.array(arr)
+    return torch.from_numpy(arr) if arr.dtype != object else torch.as_tensor(a)
 
 
 def has_float64(device=None) -> bool:
