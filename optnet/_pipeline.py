@@ -51,7 +51,7 @@ def solve_arrays(be, args: dict, tol=None, max_iter=None) -> QPSolution:
 
 
 # Eigenvalues of the unit-diagonal Q down to -PSD_TOL are taken for rounding errors.
-PSD_TOL = 1e-4
+PSD_TOL = 1e-3
 
 
 def _nonconvex(xp, ops, prob: Problem):

@@ -37,7 +37,7 @@ def solve(Q, q, G=None, h=None, A=None, b=None, *, backend=None, tol=None, max_i
     Q : array, shape (*bQ, n, n)
         Symmetric positive semidefinite (Q = 0 gives an LP); only its symmetric
         part is used. Negative eigenvalues from rounding are tolerated (down to
-        -1e-4 after scaling Q to unit diagonal); a problem whose Q is more
+        -1e-3 after scaling Q to unit diagonal); a problem whose Q is more
         indefinite gets status ``NONCONVEX``.
     q : array, shape (*bq, n)
     G : array, shape (*bG, p, n), optional

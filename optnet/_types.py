@@ -53,7 +53,7 @@ STATUS_EXPLANATIONS = {
     ),
     Status.NONCONVEX: (
         "Q is not positive semidefinite: diag(Q)^-1/2 Q diag(Q)^-1/2 has an "
-        "eigenvalue below -1e-4 (rounding errors above that are tolerated), so the "
+        "eigenvalue below -1e-3 (rounding errors above that are tolerated), so the "
         "problem is not convex and a KKT point need not be its minimum. The "
         "solution arrays of this problem are NaN."
     ),

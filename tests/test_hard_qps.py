@@ -272,3 +272,17 @@ def test_generator(name, seed):
                         problem["A"], problem["b"], ks.x, ks.y, ks.z, ks.s)
     assert res.worst() <= 1e-13, res
     STRUCTURE[name](problem, SIZES[name]["default"])
+
+
+def test_rounding_level_indefiniteness_is_not_nonconvex():
+    """Q with eigenvalues down to -1e-5 |Q| (rounding) is never flagged NONCONVEX (30 seeds);
+    the same Q with that eigenvalue at -1e-1 |Q| always is."""
+    for seed in range(30):
+        P = hard_problem("slightly_indefinite", seed)
+        sol = optnet.solve(P["Q"], P["q"], P["G"], P["h"], P["A"], P["b"])
+        assert int(sol.status) == int(optnet.Status.SOLVED), (seed, int(sol.status))
+        w, V = np.linalg.eigh(P["Q"])
+        w = np.where(w < 0, -0.1 * np.max(np.abs(w)), w)
+        Q = (V * w) @ V.T
+        sol = optnet.solve(Q, P["q"], P["G"], P["h"], P["A"], P["b"])
+        assert int(sol.status) == int(optnet.Status.NONCONVEX), (seed, int(sol.status))
