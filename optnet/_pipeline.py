@@ -43,7 +43,7 @@ def solve_arrays(be, args: dict, tol=None, max_iter=None) -> QPSolution:
         prob = prob._replace(bad=prob.bad | nonconvex)
         # The interior point runs on the equilibrated problem; everything after it
         # (polish, residuals, derivatives) on the original one.
-        sprob, sc = _scaling.equilibrate(xp, prob)
+        sprob, sc = _scaling.equilibrate(xp, prob, eager=ops.eager)
         st, res = _pdipm.run(xp, ops, sprob, cfg)
         st = st._replace(status=xp.where(nonconvex, int(Status.NONCONVEX), st.status))
         return _assemble(xp, ops, prob, cfg, _unscale_state(xp, sc, st), res, be.asarray,

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from . import _lanes
 from ._problem import Problem
 
 _PASSES = 10
@@ -73,13 +74,14 @@ def _inv_sqrt_norm(xp, norm):
     return xp.where(norm > 0, 1.0 / xp.sqrt(clipped), 1.0)
 
 
-def equilibrate(xp, prob: Problem) -> tuple[Problem, Scaling]:
+def equilibrate(xp, prob: Problem, eager: bool = False) -> tuple[Problem, Scaling]:
     """Return the equilibrated problem and its scaling (see the module docstring).
 
     Lanes are independent: each gets its own scaling from its own data (where
     ``Q``, ``G`` and ``A`` are all shared by the batch, so is the scaling).
     Lanes whose column and row norms lie within a factor ``SPREAD`` of each
-    other are left as they are.
+    other are left as they are; with ``eager`` (concrete arrays), a batch with
+    no other lane is returned unchanged after the first pass.
     """
     Q, G, A = prob.Q, prob.G, prob.A
     B = prob.bad.shape[0]
@@ -112,6 +114,10 @@ def equilibrate(xp, prob: Problem) -> tuple[Problem, Scaling]:
         norms[0] = col
         if spread is None:
             spread = _spread(xp, xp.concat(norms, axis=-1) if len(norms) > 1 else col)
+            if eager:
+                part = _equilibrate_some(xp, prob, spread > SPREAD, Scaling(d, e, f))
+                if part is not None:
+                    return part
         d = d * _inv_sqrt_norm(xp, col)
         if aG is not None:
             e = e * _inv_sqrt_norm(xp, norms[1])
@@ -121,15 +127,35 @@ def equilibrate(xp, prob: Problem) -> tuple[Problem, Scaling]:
     d = xp.where(keep, 1.0, d)
     e = None if e is None else xp.where(keep, 1.0, e)
     f = None if f is None else xp.where(keep, 1.0, f)
-    sprob = prob._replace(
-        Q=d[:, :, None] * Q * d[:, None, :],
+    return _apply(prob, d, e, f), Scaling(d, e, f)
+
+
+def _apply(prob: Problem, d, e, f) -> Problem:
+    """The problem scaled by ``d`` (variables), ``e`` (inequality rows), ``f`` (equality rows)."""
+    G, A = prob.G, prob.A
+    return prob._replace(
+        Q=d[:, :, None] * prob.Q * d[:, None, :],
         q=d * prob.q,
         G=None if G is None else e[:, :, None] * G * d[:, None, :],
         h=None if G is None else e * prob.h,
         A=None if A is None else f[:, :, None] * A * d[:, None, :],
         b=None if A is None else f * prob.b,
     )
-    return sprob, Scaling(d, e, f)
+
+
+def _equilibrate_some(xp, prob: Problem, need, unit: Scaling):
+    """Eager shortcut: equilibrate only the lanes that ``need`` it (B,), or return None
+    to go on with the whole batch. ``unit`` holds scalings of ones."""
+    B = prob.bad.shape[0]
+    count = int(xp.sum(xp.astype(need, xp.int32)))
+    if count == 0:
+        return prob, unit
+    if unit.d.shape[0] != B or B < 2 or 2 * count > B:
+        return None
+    idx = xp.nonzero(need)[0]
+    _, part = equilibrate(xp, _lanes.take_problem(xp, prob, idx, B))
+    d, e, f = _lanes.put_state(xp, tuple(unit), tuple(part), idx, B)
+    return _apply(prob, d, e, f), Scaling(d, e, f)
 
 
 def _spread(xp, norms):
