@@ -92,7 +92,9 @@ def _jacobi_cholesky(xp, ops, Mat, delta, skip, factor_dtype):
     tiny = xp.finfo(Mat.dtype).smallest_normal
     c = 1.0 / xp.sqrt(xp.where(d > tiny, d, 1.0))
     scaled = c[:, :, None] * Mat * c[:, None, :]
-    scaled = xp.where(skip[:, None, None], eye, scaled)
+    # (A full pass over the batch: spared where no lane is skipped and that is known.)
+    if not (ops.eager and not bool(xp.any(skip))):
+        scaled = xp.where(skip[:, None, None], eye, scaled)
     if factor_dtype != Mat.dtype:
         # A narrower factor needs a shift above its own rounding level.
         delta = max(delta, 1e-7 if factor_dtype == xp.float32 else delta)
