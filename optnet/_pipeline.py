@@ -141,8 +141,7 @@ def _assemble(xp, ops, prob: Problem, cfg, st, res, asarray, act=None) -> QPSolu
                  for v, k in zip((st.x, st.y, st.z, st.s), (kx, ky, kz, ks))))
     finite = xp.isfinite(tau) & (tau > 0)
     for v in pt:
-        if v.shape[-1]:
-            finite = finite & xp.all(xp.isfinite(v), axis=-1)
+        finite = finite & _all_finite(xp, v)
     rescue = unsolved & ~prob.bad & finite
     pt = Point(*(xp.where(finite[:, None], v, 0.0) for v in pt))
     # The factored active-set system is kept for the derivatives.

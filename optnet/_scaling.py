@@ -80,8 +80,8 @@ def equilibrate(xp, prob: Problem, eager: bool = False) -> tuple[Problem, Scalin
     Lanes are independent: each gets its own scaling from its own data (where
     ``Q``, ``G`` and ``A`` are all shared by the batch, so is the scaling).
     Lanes whose column and row norms lie within a factor ``SPREAD`` of each
-    other are left as they are; with ``eager`` (concrete arrays), a batch with
-    no other lane is returned unchanged after the first pass.
+    other are left as they are. With ``eager`` (concrete arrays) only the lanes
+    that need it are equilibrated, and a batch with none is returned unchanged.
     """
     Q, G, A = prob.Q, prob.G, prob.A
     B = prob.bad.shape[0]
@@ -102,27 +102,27 @@ def equilibrate(xp, prob: Problem, eager: bool = False) -> tuple[Problem, Scalin
         # Column norms of the scaled KKT matrix's variable block and row norms of
         # its constraint blocks, all updated at once.
         col = xp.max(d[:, :, None] * aQ, axis=-2) * d
-        norms = [col]
+        row_e = row_f = None
         if aG is not None:
             sG = e[:, :, None] * aG
             col = xp.maximum(col, xp.max(sG, axis=-2) * d)
-            norms.append(xp.max(sG * d[:, None, :], axis=-1))
+            row_e = xp.max(sG * d[:, None, :], axis=-1)
         if aA is not None:
             sA = f[:, :, None] * aA
             col = xp.maximum(col, xp.max(sA, axis=-2) * d)
-            norms.append(xp.max(sA * d[:, None, :], axis=-1))
-        norms[0] = col
+            row_f = xp.max(sA * d[:, None, :], axis=-1)
         if spread is None:
+            norms = [v for v in (col, row_e, row_f) if v is not None]
             spread = _spread(xp, xp.concat(norms, axis=-1) if len(norms) > 1 else col)
             if eager:
                 part = _equilibrate_some(xp, prob, spread > SPREAD, Scaling(d, e, f))
                 if part is not None:
                     return part
         d = d * _inv_sqrt_norm(xp, col)
-        if aG is not None:
-            e = e * _inv_sqrt_norm(xp, norms[1])
-        if aA is not None:
-            f = f * _inv_sqrt_norm(xp, norms[-1])
+        if row_e is not None:
+            e = e * _inv_sqrt_norm(xp, row_e)
+        if row_f is not None:
+            f = f * _inv_sqrt_norm(xp, row_f)
     keep = (spread <= SPREAD)[:, None]
     d = xp.where(keep, 1.0, d)
     e = None if e is None else xp.where(keep, 1.0, e)
