@@ -47,7 +47,7 @@ def solve_arrays(be, args: dict, tol=None, max_iter=None) -> QPSolution:
         st, res = _pdipm.run(xp, ops, sprob, cfg)
         st = st._replace(status=xp.where(nonconvex, int(Status.NONCONVEX), st.status))
         return _assemble(xp, ops, prob, cfg, _unscale_state(xp, sc, st), res, be.asarray,
-                         act=_active_guess(xp, prob, st))
+                         row_scale=sc.e)
 
 
 # Eigenvalues of the unit-diagonal Q down to -PSD_TOL are taken for rounding errors.
@@ -60,7 +60,10 @@ def _nonconvex(xp, ops, prob: Problem):
     ``C Q C`` with ``C = diag(Q)^{-1/2}`` (1 where the diagonal is zero) has unit
     diagonal; it is PSD up to rounding if ``C Q C + PSD_TOL I`` has a Cholesky
     factor. (A zero diagonal entry with a nonzero off-diagonal one in its row makes
-    ``Q`` indefinite, and this test finds it.) One factorization per distinct ``Q``.
+    ``Q`` indefinite, and this test finds it.) A negative diagonal entry below
+    ``-PSD_TOL`` times the largest one in size is caught even where the unit-diagonal
+    test, which leaves non-positive entries unscaled, would pass it. One
+    factorization per distinct ``Q``.
     """
     Q = prob.Q
     d = xp.linalg.diagonal(Q)
@@ -78,18 +81,6 @@ def _unscale_state(xp, sc, st):
     x, y, z, s = _scaling.unscale(xp, sc, st.x, st.y, st.z, st.s)
     kx, ky, kz, ks = _scaling.unscale(xp, sc, kx, ky, kz, ks)
     return st._replace(x=x, y=y, z=z, s=s, kept=(kx, ky, kz, ks, ktau))
-
-
-def _active_guess(xp, prob: Problem, st):
-    """The polish's first guess of the active rows, ``z > s`` on the equilibrated problem
-    (where rows are comparable; on the original data the test depends on row scaling)."""
-    if not prob.p:
-        return None
-    unsolved = (st.status == int(Status.MAX_ITER)) | (st.status == int(Status.NUMERICAL_ERROR))
-    kz, ks = st.kept[2], st.kept[3]
-    z = xp.where(unsolved[:, None], kz, st.z)
-    s = xp.where(unsolved[:, None], ks, st.s)
-    return z > s
 
 
 def _all_finite(xp, v):
@@ -128,7 +119,7 @@ def _certificates(xp, prob: Problem, st, status, x, y, z):
     return x, y, z
 
 
-def _assemble(xp, ops, prob: Problem, cfg, st, res, asarray, act=None) -> QPSolution:
+def _assemble(xp, ops, prob: Problem, cfg, st, res, asarray, row_scale=None) -> QPSolution:
     status = st.status
     solved = status == int(Status.SOLVED)
     # Lanes the interior point left unsolved (stalled or out of iterations) go on
@@ -144,6 +135,10 @@ def _assemble(xp, ops, prob: Problem, cfg, st, res, asarray, act=None) -> QPSolu
         finite = finite & _all_finite(xp, v)
     rescue = unsolved & ~prob.bad & finite
     pt = Point(*(xp.where(finite[:, None], v, 0.0) for v in pt))
+    # The polish's first guess of the active rows is z > s on the equilibrated problem,
+    # where rows are comparable (on the original data the test depends on row scaling):
+    # z~ = z / e and s~ = e s, so z~ > s~ is z > e^2 s.
+    act = None if row_scale is None else pt.z > row_scale * row_scale * pt.s
     # The factored active-set system is kept for the derivatives.
     pt, system, rescued = polish(xp, ops, prob, cfg, pt, solved, rescue, act=act)
     status = xp.where(rescued, int(Status.SOLVED), status)

@@ -286,3 +286,27 @@ def test_rounding_level_indefiniteness_is_not_nonconvex():
         Q = (V * w) @ V.T
         sol = optnet.solve(Q, P["q"], P["G"], P["h"], P["A"], P["b"])
         assert int(sol.status) == int(optnet.Status.NONCONVEX), (seed, int(sol.status))
+
+
+def test_badly_scaled_lane_among_well_scaled_ones():
+    """Only one lane of the batch needs equilibration (on eager backends only that lane is
+    equilibrated): every lane gets what it gets when solved alone."""
+    from strategies import feasible_lane, stack_lanes
+
+    bad = hard_problem("badly_scaled", 1)
+    n, p, m = problem_sizes(bad)
+    rng = np.random.default_rng(5)
+    lanes_ = [{k: bad[k] for k in ("Q", "q", "G", "h", "A", "b")}]
+    lanes_ += [feasible_lane(rng, n, p, m) for _ in range(3)]
+    data = stack_lanes(lanes_)
+    args = [data[k] for k in ("Q", "q", "G", "h", "A", "b")]
+    for backend in ("numpy", "torch"):
+        sol = optnet.solve(*args, backend=backend)
+        status = np.asarray(sol.status)
+        assert np.all(status == int(optnet.Status.SOLVED)), (backend, status)
+        x = np.asarray(sol.x)
+        for i, lane in enumerate(lanes_):
+            alone = optnet.solve(*(lane[k] for k in ("Q", "q", "G", "h", "A", "b")),
+                                 backend=backend)
+            xa = np.asarray(alone.x)
+            assert np.linalg.norm(x[i] - xa) <= 1e-9 * max(1.0, np.linalg.norm(xa)), (backend, i)
