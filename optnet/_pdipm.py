@@ -139,7 +139,8 @@ class State(NamedTuple):
     a lane ends unsolved, the polish starts from there); anchor (B,): the
     merit at the last halving, since (B,) int32: iterations since then -- a
     nearly solved lane that makes no progress for ``cfg.patience`` iterations
-    has stalled.
+    has stalled. data_norm (B,): the largest absolute entry of the lane's
+    ``Q``, ``A``, ``G`` (constant; computed once, the certificate tests use it).
     """
 
     x: Any
@@ -156,6 +157,7 @@ class State(NamedTuple):
     kept: Any
     anchor: Any
     since: Any
+    data_norm: Any
 
 
 class Residuals(NamedTuple):
@@ -262,15 +264,12 @@ def classify(xp, prob: Problem, st: State, res: Residuals, cfg: Settings):
     # |A'y + G'z| against |[A; G]| |(y, z)|, b'y + h'z against |(b, h)| |(y, z)|,
     # and likewise for x.
     tiny = xp.finfo(tau.dtype).smallest_normal
-    mat = _mat_norm(xp, prob.Q, tau)
+    mat = st.data_norm
     rhs = xp.zeros_like(tau)
     if prob.m:
-        mat = xp.maximum(mat, _mat_norm(xp, prob.A, tau))
         rhs = xp.maximum(rhs, _inf_norm(xp, prob.b))
     if prob.p:
-        mat = xp.maximum(mat, _mat_norm(xp, prob.G, tau))
         rhs = xp.maximum(rhs, _inf_norm(xp, prob.h))
-    mat = xp.maximum(mat, tiny)
     # Primal infeasibility: (y, z) with A'y + G'z ~ 0 and b'y + h'z < 0.
     pinf = xp.zeros_like(solved)
     if prob.p or prob.m:
@@ -304,6 +303,17 @@ def _mat_norm(xp, M, like):
     """Largest absolute entry of each lane's matrix M (1|B, r, c), as (B,) like ``like``."""
     v = xp.max(xp.abs(M), axis=(-2, -1))
     return v * xp.ones_like(like)
+
+
+def data_norm(xp, prob: Problem, like):
+    """(B,) largest absolute entry of each lane's ``Q``, ``A``, ``G`` (at least the
+    smallest normal number), shaped like ``like``."""
+    mat = _mat_norm(xp, prob.Q, like)
+    if prob.m:
+        mat = xp.maximum(mat, _mat_norm(xp, prob.A, like))
+    if prob.p:
+        mat = xp.maximum(mat, _mat_norm(xp, prob.G, like))
+    return xp.maximum(mat, xp.finfo(like.dtype).smallest_normal)
 
 
 def _max_step(xp, v, dv):
@@ -487,7 +497,7 @@ def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
     kappa = st.kappa + alpha * dkappa
     iterations = st.iterations + xp.astype(active, xp.int32)
     return State(x, y, z, s, tau, kappa, status, iterations, st.k + 1, high,
-                 best, kept, anchor, since)
+                 best, kept, anchor, since, st.data_norm)
 
 
 def initial_state(xp, ops, prob: Problem, cfg: Settings) -> State:
@@ -530,7 +540,8 @@ def initial_state(xp, ops, prob: Problem, cfg: Settings) -> State:
                  best=xp.full((B,), xp.inf, dtype=dtype, device=prob.device),
                  kept=(x, y, z, s, ones),
                  anchor=xp.full((B,), xp.inf, dtype=dtype, device=prob.device),
-                 since=xp.zeros((B,), dtype=xp.int32, device=prob.device))
+                 since=xp.zeros((B,), dtype=xp.int32, device=prob.device),
+                 data_norm=data_norm(xp, prob, ones))
 
 
 def _run_compacting(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
