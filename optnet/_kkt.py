@@ -18,17 +18,23 @@ the Schur complement system ``S dy = A H^{-1} r - ry`` with ``S = A H^{-1} A'``.
 
 Regularization. ``Q`` may be only semidefinite (an LP has Q = 0) and ``A`` may
 have dependent rows, so ``H`` or ``S`` can be singular although ``K`` is not
-(or ``K`` is singular but the system consistent). Both are therefore first
-scaled to unit diagonal (Jacobi scaling, which also tames the 1e-12..1e12
-spread of ``W`` near the end of the iteration) and shifted by ``delta * I``:
+(or ``K`` is singular but the system consistent). Both are therefore shifted
+relative to their diagonal:
 
-    H_reg = D_H^{1/2} (D_H^{-1/2} H D_H^{-1/2} + delta I) D_H^{1/2}     D_H = diag(H)
+    H_reg = H + delta D_H = D_H^{1/2} (D_H^{-1/2} H D_H^{-1/2} + delta I) D_H^{1/2},   D_H = diag(H)
 
-and likewise ``S_reg``. That is the quasi-definite matrix ``K_reg = K +
-diag(delta D_H, -delta D_S, 0)``. Its solution is corrected by iterative
-refinement against the exact ``K``: ``u <- u + K_reg^{-1}(r - K u)``, a proximal
-point iteration on the saddle-point system that converges for any delta > 0 and
-gains ~log10(1/delta) digits per step on well-posed systems.
+(a shift of ``delta`` on the unit-diagonal, Jacobi-scaled matrix) and likewise
+``S_reg``. The scaled matrix itself is never formed: Cholesky factorization and
+triangular substitution commit the same relative rounding errors on ``H`` as on
+``D^{-1/2} H D^{-1/2}`` (their error bounds are invariant under symmetric
+diagonal scaling, Demmel 1989; van der Sluis 1969), so the 1e-12..1e12 spread
+of ``W`` near the end of the iteration costs no accuracy that scaling would
+save, and forming it would cost two passes over the (B, n, n) matrix.
+That is the quasi-definite matrix ``K_reg = K + diag(delta D_H, -delta D_S, 0)``.
+Its solution is corrected by iterative refinement against the exact ``K``:
+``u <- u + K_reg^{-1}(r - K u)``, a proximal point iteration on the saddle-point
+system that converges for any delta > 0 and gains ~log10(1/delta) digits per step
+on well-posed systems.
 
 Cost: one n x n Cholesky (plus an m x m one with equalities) per factorization;
 each solve is triangular solves only.
@@ -63,44 +69,45 @@ class KKTFactor(NamedTuple):
 
     Attributes
     ----------
-    L_H : opaque     Cholesky factor of the scaled, shifted ``H`` (``ops.cholesky``).
-    c_H : (B, n)     Jacobi scaling ``diag(H)^{-1/2}``.
-    M : (B, n, m) or None   ``L_H^{-1} diag(c_H) A'``.
-    L_S : opaque or None, c_S : (B, m) or None   the same for ``S``.
+    L_H : opaque     Cholesky factor of ``H_reg`` (``ops.cholesky``).
+    M : (B, n, m) or None   ``L_H^{-1} A'``.
+    L_S : opaque or None    the same for ``S_reg``.
     w : (B, p) or None       ``s / z``.
     ok : (B,) bool           False where a Cholesky failed.
     """
 
     L_H: Any
-    c_H: Any
     M: Any
     L_S: Any
-    c_S: Any
     w: Any
     ok: Any
 
 
-def _jacobi_cholesky(xp, ops, Mat, delta, skip, factor_dtype):
-    """Cholesky of ``C Mat C + shift I`` with ``C = diag(Mat)^{-1/2}``; identity where ``skip``.
+def diagonal_scale(xp, Mat):
+    """(B, k) the diagonal of ``Mat`` (B, k, k), with 1 where it is not positive (normal):
+    the scale of the relative shifts of ``ops.cholesky``."""
+    d = xp.linalg.diagonal(Mat)
+    return xp.where(d > xp.finfo(Mat.dtype).smallest_normal, d, 1.0)
+
+
+def _shifted_cholesky(xp, ops, Mat, delta, skip, factor_dtype):
+    """Cholesky of ``Mat + shift diag(Mat)``; the identity where ``skip``.
 
     ``shift`` is ``delta``, raised (per lane, only where the factorization
     fails) to ``1e3 delta``, ``1e6 delta`` and ``1e9 delta``.
     """
     k = Mat.shape[-1]
-    eye = xp.eye(k, dtype=Mat.dtype, device=device(Mat))
-    d = xp.linalg.diagonal(Mat)
-    tiny = xp.finfo(Mat.dtype).smallest_normal
-    c = 1.0 / xp.sqrt(xp.where(d > tiny, d, 1.0))
-    scaled = c[:, :, None] * Mat * c[:, None, :]
+    scale = diagonal_scale(xp, Mat)
     # (A full pass over the batch: spared where no lane is skipped and that is known.)
     if not (ops.eager and not bool(xp.any(skip))):
-        scaled = xp.where(skip[:, None, None], eye, scaled)
+        eye = xp.eye(k, dtype=Mat.dtype, device=device(Mat))
+        Mat = xp.where(skip[:, None, None], eye, Mat)
+        scale = xp.where(skip[:, None], 1.0, scale)
     if factor_dtype != Mat.dtype:
         # A narrower factor needs a shift above its own rounding level.
         delta = max(delta, 1e-7 if factor_dtype == xp.float32 else delta)
     shifts = (delta, 1e3 * delta, 1e6 * delta, 1e9 * delta)
-    L, ok = ops.cholesky(scaled, shifts, factor_dtype)
-    return L, c, ok
+    return ops.cholesky(Mat, shifts, factor_dtype, scale)
 
 
 def factor(xp, ops, prob: Problem, w, delta, skip, high=None) -> KKTFactor:
@@ -134,21 +141,20 @@ def _factor(xp, ops, prob: Problem, w, delta, skip, factor_dtype) -> KKTFactor:
     B = skip.shape[0]
     if H.shape[0] != B:
         H = xp.broadcast_to(H, (B, *H.shape[1:]))
-    L_H, c_H, ok = _jacobi_cholesky(xp, ops, H, delta, skip, factor_dtype)
-    M = L_S = c_S = None
+    L_H, ok = _shifted_cholesky(xp, ops, H, delta, skip, factor_dtype)
+    M = L_S = None
     if prob.m:
-        At = xp.matrix_transpose(prob.A)
-        M = ops.solve_triangular(L_H, c_H[:, :, None] * At, False)
+        At = xp.broadcast_to(xp.matrix_transpose(prob.A), (B, prob.n, prob.m))
+        M = ops.solve_triangular(L_H, At, False)
         S = xp.matrix_transpose(M) @ M
-        L_S, c_S, ok_S = _jacobi_cholesky(xp, ops, S, delta, skip, factor_dtype)
+        L_S, ok_S = _shifted_cholesky(xp, ops, S, delta, skip, factor_dtype)
         ok = ok & ok_S
-    return KKTFactor(L_H=L_H, c_H=c_H, M=M, L_S=L_S, c_S=c_S, w=w, ok=ok)
+    return KKTFactor(L_H=L_H, M=M, L_S=L_S, w=w, ok=ok)
 
 
 def _solve_H(ops, F: KKTFactor, r):
     """``H_reg^{-1} r`` for r (B, n, k)."""
-    t = ops.solve_triangular(F.L_H, F.c_H[:, :, None] * r, False)
-    return F.c_H[:, :, None] * ops.solve_triangular(F.L_H, t, True)
+    return ops.solve_triangular(F.L_H, ops.solve_triangular(F.L_H, r, False), True)
 
 
 def _solve_reg(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz):
@@ -159,11 +165,10 @@ def _solve_reg(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz):
         if rz is not None:
             r = r + xp.matrix_transpose(prob.G) @ (winv * rz)
     if prob.m:
-        # S dy = A H^{-1} r - ry, with A H^{-1} r = c_S^{-1}-free form M' L_H^{-1} c_H r.
-        t = ops.solve_triangular(F.L_H, F.c_H[:, :, None] * r, False)
+        # S dy = A H^{-1} r - ry, with A H^{-1} r = M' L_H^{-1} r.
+        t = ops.solve_triangular(F.L_H, r, False)
         rhs = xp.matrix_transpose(F.M) @ t - ry
-        u = ops.solve_triangular(F.L_S, F.c_S[:, :, None] * rhs, False)
-        dy = F.c_S[:, :, None] * ops.solve_triangular(F.L_S, u, True)
+        dy = ops.solve_triangular(F.L_S, ops.solve_triangular(F.L_S, rhs, False), True)
         dx = _solve_H(ops, F, r - xp.matrix_transpose(prob.A) @ dy)
     else:
         dy = ry

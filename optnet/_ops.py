@@ -18,9 +18,10 @@ class Ops(NamedTuple):
     ----------
     name : str
         Backend name (``"numpy"``, ``"torch"``, ...).
-    cholesky : callable ``(H, shifts, factor_dtype) -> (factor, ok)``
+    cholesky : callable ``(H, shifts, factor_dtype, scale) -> (factor, ok)``
         ``H`` has shape (B, k, k), symmetric; ``shifts`` is an increasing tuple
-        of floats. Factors ``H + shift I`` (in ``factor_dtype``, which may be
+        of floats; ``scale`` (B, k) is positive. Factors ``H + shift diag(scale)``
+        (a shift relative to the diagonal; in ``factor_dtype``, which may be
         narrower than ``H.dtype``) with, per lane, the first shift for which
         that matrix is numerically positive definite, and returns a boolean
         array ``ok`` (B,). Where every shift fails, ``ok`` is False and the
@@ -44,7 +45,7 @@ class Ops(NamedTuple):
     """
 
     name: str
-    cholesky: Callable[[Any, tuple], tuple[Any, Any]]
+    cholesky: Callable[[Any, tuple, Any, Any], tuple[Any, Any]]
     solve_triangular: Callable[[Any, Any, bool], Any]
     cond: Callable[[Any, Callable, Callable], Any]
     while_loop: Callable[[Callable, Callable, Any], Any]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from . import _pdipm, _scaling
+from ._kkt import diagonal_scale
 from ._polish import Point, polish, residuals
 from ._problem import ARG_NAMES, Problem, canonicalize
 from ._types import QPSolution, Status
@@ -67,9 +68,8 @@ def _nonconvex(xp, ops, prob: Problem):
     """
     Q = prob.Q
     d = xp.linalg.diagonal(Q)
-    tiny = xp.finfo(Q.dtype).smallest_normal
-    c = 1.0 / xp.sqrt(xp.where(d > tiny, d, 1.0))
-    _, ok = ops.cholesky(c[:, :, None] * Q * c[:, None, :], (PSD_TOL,), Q.dtype)
+    # C Q C + PSD_TOL I = C (Q + PSD_TOL C^-2) C: the shift relative to the diagonal.
+    _, ok = ops.cholesky(Q, (PSD_TOL,), Q.dtype, diagonal_scale(xp, Q))
     ok = ok & xp.all(d >= -PSD_TOL * xp.max(xp.abs(d), axis=-1, keepdims=True), axis=-1)
     B = prob.bad.shape[0]
     return xp.broadcast_to(~ok, (B,)) if ok.shape[0] != B else ~ok

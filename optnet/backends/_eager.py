@@ -17,8 +17,8 @@ def cond(pred, true_fn, false_fn):
     return true_fn() if bool(pred) else false_fn()
 
 
-def cholesky_per_lane(xp, H, shifts, raises, factor_dtype=None):
-    """Batched Cholesky of ``H + shift I`` that isolates failures lane by lane.
+def cholesky_per_lane(xp, H, shifts, raises, factor_dtype, scale):
+    """Batched Cholesky of ``H + shift diag(scale)`` that isolates failures lane by lane.
 
     Tries the whole batch with ``shifts[0]``; if the library raises (one bad
     lane makes LAPACK-style batched routines fail as a whole) it goes lane by
@@ -32,23 +32,25 @@ def cholesky_per_lane(xp, H, shifts, raises, factor_dtype=None):
     H : (B, k, k)
     shifts : tuple of float, increasing
     raises : tuple of exception types that signal a non-positive-definite matrix
-    factor_dtype : dtype to factor in (default ``H.dtype``); the factor is
-        returned in ``H.dtype``.
+    factor_dtype : dtype to factor in; the factor is returned in ``H.dtype``.
+    scale : (B, k) positive
     """
     out_dtype = H.dtype
-    if factor_dtype is not None and factor_dtype != H.dtype:
+    if factor_dtype != H.dtype:
         H = xp.astype(H, factor_dtype)
+        scale = xp.astype(scale, factor_dtype)
     k = H.shape[-1]
     eye = xp.eye(k, dtype=H.dtype, device=device(H))
+    diag = eye * scale[:, None, :]      # (B, k, k): diag(scale) per lane
     try:
-        L = xp.linalg.cholesky(H + shifts[0] * eye)
+        L = xp.linalg.cholesky(H + shifts[0] * diag)
     except raises:
         rows = []
         for i in range(H.shape[0]):
             Li = xp.full((k, k), xp.nan, dtype=H.dtype, device=device(H))
             for shift in shifts:
                 try:
-                    Li = xp.linalg.cholesky(H[i, ...] + shift * eye)
+                    Li = xp.linalg.cholesky(H[i, ...] + shift * diag[i, ...])
                     break
                 except raises:
                     continue

@@ -18,22 +18,23 @@ from .._ops import Ops
 namespace = jnp
 
 
-def _chol(H, shift):
+def _chol(H, shift, scale):
     eye = jnp.eye(H.shape[-1], dtype=H.dtype)
-    L = jnp.linalg.cholesky(H + shift * eye)
+    L = jnp.linalg.cholesky(H + shift * eye * scale[:, None, :])
     ok = jnp.all(jnp.isfinite(L), axis=(-2, -1))
     return L, ok
 
 
-def _cholesky(H, shifts, factor_dtype):
+def _cholesky(H, shifts, factor_dtype, scale):
     out_dtype = H.dtype
     H = H.astype(factor_dtype)
+    scale = scale.astype(factor_dtype)
     eye = jnp.eye(H.shape[-1], dtype=H.dtype)
-    L, ok = _chol(H, shifts[0])
+    L, ok = _chol(H, shifts[0], scale)
     for shift in shifts[1:]:
         def retry(args, shift=shift):
             L, ok = args
-            L2, ok2 = _chol(H, shift)
+            L2, ok2 = _chol(H, shift, scale)
             return jnp.where(ok[:, None, None], L, L2), ok | ok2
 
         L, ok = lax.cond(jnp.all(ok), lambda args: args, retry, (L, ok))

@@ -22,17 +22,25 @@ def _finite_diag(L):
     return torch.isfinite(torch.diagonal(L, dim1=-2, dim2=-1)).all(dim=-1)
 
 
-def _cholesky(H, shifts, factor_dtype):
+def _shifted(H, shift, scale):
+    """A copy of ``H`` with ``shift * scale`` added to its diagonal (one pass over H)."""
+    out = H.clone()
+    out.diagonal(dim1=-2, dim2=-1).add_(shift * scale)
+    return out
+
+
+def _cholesky(H, shifts, factor_dtype, scale):
     out_dtype = H.dtype
     H = H.to(factor_dtype)
+    scale = scale.to(factor_dtype)
     k = H.shape[-1]
     eye = torch.eye(k, dtype=H.dtype, device=H.device)
-    L, info = torch.linalg.cholesky_ex(H + shifts[0] * eye)
+    L, info = torch.linalg.cholesky_ex(_shifted(H, shifts[0], scale))
     ok = (info == 0) & _finite_diag(L)
     if not bool(ok.all()):
         for shift in shifts[1:]:
             bad = torch.nonzero(~ok).flatten()
-            Lb, infob = torch.linalg.cholesky_ex(H[bad] + shift * eye)
+            Lb, infob = torch.linalg.cholesky_ex(_shifted(H[bad], shift, scale[bad]))
             okb = (infob == 0) & _finite_diag(Lb)
             L = L.index_copy(0, bad, torch.where(okb[:, None, None], Lb, L[bad]))
             ok = ok.index_copy(0, bad, okb)
