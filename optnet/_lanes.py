@@ -10,6 +10,8 @@ lanes still running, re-selected whenever enough of them have finished (see
 
 from __future__ import annotations
 
+from array_api_compat import is_array_api_obj
+
 from ._problem import Problem
 
 
@@ -66,3 +68,37 @@ def put_state(xp, full, part, idx, B: int):
         return xp.where(mask, xp.take(p, pos, axis=0), f)
 
     return put(full, part)
+
+
+def where_lanes(xp, mask, new, old, B: int):
+    """``new`` where ``mask`` (B,) is True, else ``old``, leaf by leaf over (nested)
+    NamedTuples of the same structure; non-lane leaves are taken from ``new``."""
+    def pick(n, o):
+        if isinstance(n, tuple):
+            return _rebuild(n, [pick(a, b) for a, b in zip(n, o, strict=True)])
+        if not _is_lane_array(n, B):
+            return n
+        return xp.where(xp.reshape(mask, (B,) + (1,) * (len(n.shape) - 1)), n, o)
+
+    return pick(new, old)
+
+
+def split_arrays(tree):
+    """The array leaves of a (nested) tuple, and a function that rebuilds the tree
+    from a list of such leaves (the rest -- ints, dtypes, dicts -- is kept).
+
+    For ``ops.cond``, whose branches may only return arrays.
+    """
+    leaves = []
+
+    def walk(v):
+        if isinstance(v, tuple):
+            kids = [walk(u) for u in v]
+            return lambda it: _rebuild(v, [k(it) for k in kids])
+        if is_array_api_obj(v):
+            leaves.append(v)
+            return lambda it: next(it)
+        return lambda it: v
+
+    build = walk(tree)
+    return leaves, lambda arrays: build(iter(arrays))

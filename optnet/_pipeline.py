@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from . import _pdipm, _scaling
+from . import _lanes, _pdipm, _scaling
 from ._kkt import diagonal_scale
 from ._polish import Point, polish, residuals
 from ._problem import ARG_NAMES, Problem, canonicalize
@@ -45,10 +45,54 @@ def solve_arrays(be, args: dict, tol=None, max_iter=None) -> QPSolution:
         # The interior point runs on the equilibrated problem; everything after it
         # (polish, residuals, derivatives) on the original one.
         sprob, sc = _scaling.equilibrate(xp, prob, eager=ops.eager)
-        st, res = _pdipm.run(xp, ops, sprob, cfg)
+        st, _ = _pdipm.run(xp, ops, sprob, cfg)
+        pol = _polish_state(xp, ops, prob, cfg, _unscale_state(xp, sc, st), sc.e,
+                            strict=cfg.polish_tol > cfg.tol)
+        if cfg.polish_tol > cfg.tol:
+            st, pol = _resume(xp, ops, prob, sprob, sc, cfg, st, pol)
         st = st._replace(status=xp.where(nonconvex, int(Status.NONCONVEX), st.status))
-        return _assemble(xp, ops, prob, cfg, _unscale_state(xp, sc, st), res, be.asarray,
-                         row_scale=sc.e)
+        pol = pol._replace(status=xp.where(nonconvex, int(Status.NONCONVEX), pol.status))
+        return _assemble(xp, ops, prob, cfg, _unscale_state(xp, sc, st), pol, be.asarray)
+
+
+class Polished(NamedTuple):
+    """The polish of an interior-point state: the point (B lanes), the factored
+    active-set system (for the derivatives), the status after the polish and the
+    lanes whose polished point met the tolerance (``rescued``, (B,) bool)."""
+
+    point: Point
+    system: Any
+    status: Any
+    rescued: Any
+
+
+def _resume(xp, ops, prob: Problem, sprob: Problem, sc, cfg, st, pol: Polished):
+    """Lanes that reached ``cfg.polish_tol`` but whose polished point missed
+    ``cfg.tol`` go on iterating to ``cfg.tol`` and are polished again (see
+    ``_pdipm.run``). Returns the final state (equilibrated) and polish."""
+    B = st.tau.shape[0]
+    retry = (st.status == int(Status.SOLVED)) & ~pol.rescued
+    cfg2 = cfg._replace(polish_tol=cfg.tol)
+
+    def again():
+        start = st._replace(status=xp.where(retry, _pdipm.RUNNING, st.status))
+        st2, _ = _pdipm.run(xp, ops, sprob, cfg2, start=start)
+        ust2 = _unscale_state(xp, sc, st2)
+        if not ops.eager:
+            pol2 = _polish_state(xp, ops, prob, cfg2, ust2, sc.e, strict=False)
+            return st2, _lanes.where_lanes(xp, retry, pol2, pol, B)
+        # Eager backends polish the resumed lanes alone.
+        idx = xp.nonzero(retry)[0]
+        sub = _lanes.take_problem(xp, prob, idx, B)
+        sub_st, sub_e = _lanes.take_state(xp, (ust2, sc.e), idx, B)
+        pol2 = _polish_state(xp, ops, sub, cfg2, sub_st, sub_e, strict=False)
+        return st2, _lanes.put_state(xp, pol, pol2, idx, B)
+
+    if ops.eager:
+        return again() if bool(xp.any(retry)) else (st, pol)
+    leaves, rebuild = _lanes.split_arrays((st, pol))
+    return rebuild(ops.cond(xp.any(retry), lambda: _lanes.split_arrays(again())[0],
+                            lambda: leaves))
 
 
 # Eigenvalues of the unit-diagonal Q down to -PSD_TOL are taken for rounding errors.
@@ -119,7 +163,13 @@ def _certificates(xp, prob: Problem, st, status, x, y, z):
     return x, y, z
 
 
-def _assemble(xp, ops, prob: Problem, cfg, st, res, asarray, row_scale=None) -> QPSolution:
+def _polish_state(xp, ops, prob: Problem, cfg, st, row_scale, strict: bool) -> Polished:
+    """Polish the lanes of ``st`` (unscaled) that the interior point solved or left unsolved.
+
+    ``strict``: a SOLVED lane keeps its polished point only if it meets ``cfg.tol``
+    (it stopped at the looser ``cfg.polish_tol``); otherwise it keeps the polished
+    point if it is no worse than the interior point's.
+    """
     status = st.status
     solved = status == int(Status.SOLVED)
     # Lanes the interior point left unsolved (stalled or out of iterations) go on
@@ -134,6 +184,9 @@ def _assemble(xp, ops, prob: Problem, cfg, st, res, asarray, row_scale=None) -> 
     for v in pt:
         finite = finite & _all_finite(xp, v)
     rescue = unsolved & ~prob.bad & finite
+    if strict:
+        rescue = rescue | (solved & finite)
+        solved = xp.zeros_like(solved)
     pt = Point(*(xp.where(finite[:, None], v, 0.0) for v in pt))
     # The polish's first guess of the active rows is z > s on the equilibrated problem,
     # where rows are comparable (on the original data the test depends on row scaling):
@@ -141,7 +194,12 @@ def _assemble(xp, ops, prob: Problem, cfg, st, res, asarray, row_scale=None) -> 
     act = None if row_scale is None else pt.z > row_scale * row_scale * pt.s
     # The factored active-set system is kept for the derivatives.
     pt, system, rescued = polish(xp, ops, prob, cfg, pt, solved, rescue, act=act)
-    status = xp.where(rescued, int(Status.SOLVED), status)
+    return Polished(pt, system, xp.where(rescued, int(Status.SOLVED), status), rescued)
+
+
+def _assemble(xp, ops, prob: Problem, cfg, st, pol: Polished, asarray) -> QPSolution:
+    """The user's result from the final (unscaled) state and its polish."""
+    pt, system, status = pol.point, pol.system, pol.status
     failed = (status == int(Status.PRIMAL_INFEASIBLE)) | (status == int(Status.DUAL_INFEASIBLE)) \
         | (status == int(Status.NUMERICAL_ERROR)) | (status == int(Status.NONCONVEX))
     nan = xp.asarray(xp.nan, dtype=prob.dtype, device=prob.device)
