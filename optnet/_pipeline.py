@@ -184,14 +184,22 @@ def _polish_state(xp, ops, prob: Problem, cfg, st, row_scale, strict: bool) -> P
     for v in pt:
         finite = finite & _all_finite(xp, v)
     rescue = unsolved & ~prob.bad & finite
-    if strict:
-        rescue = rescue | (solved & finite)
-        solved = xp.zeros_like(solved)
     pt = Point(*(xp.where(finite[:, None], v, 0.0) for v in pt))
     # The polish's first guess of the active rows is z > s on the equilibrated problem,
     # where rows are comparable (on the original data the test depends on row scaling):
     # z~ = z / e and s~ = e s, so z~ > s~ is z > e^2 s.
     act = None if row_scale is None else pt.z > row_scale * row_scale * pt.s
+    if strict:
+        # A lane polished early whose guess has more active rows than variables
+        # (the iterate does not yet tell the active rows from the degenerate ones)
+        # is not polished now but iterates on.
+        plausible = finite
+        if prob.p:
+            guess = pt.z > pt.s if act is None else act
+            plausible = plausible & (xp.sum(xp.astype(guess, xp.int32), axis=-1) + prob.m
+                                     <= prob.n)
+        rescue = rescue | (solved & plausible)
+        solved = xp.zeros_like(solved)
     # The factored active-set system is kept for the derivatives.
     pt, system, rescued = polish(xp, ops, prob, cfg, pt, solved, rescue, act=act)
     return Polished(pt, system, xp.where(rescued, int(Status.SOLVED), status), rescued)
