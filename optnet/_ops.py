@@ -28,10 +28,12 @@ class Ops(NamedTuple):
         factor is that of the identity: a failure never raises and never
         touches other lanes. ``factor`` is opaque to the core (the lower
         Cholesky factor ``L``, or its inverse where that makes solves faster),
-        usable in ``H.dtype``.
+        held in ``factor_dtype`` or ``H.dtype``.
     solve_triangular : callable ``(factor, R, transpose) -> X``
         ``R`` (B, k, r). Solves ``L X = R``, or ``L^T X = R`` when
-        ``transpose`` is True.
+        ``transpose`` is True; ``X`` has the dtype of ``R`` (the solve itself
+        may run in the factor's narrower dtype: the refinement that follows
+        every solve computes its residuals in ``R``'s).
     cond : callable ``(pred, true_fn, false_fn) -> value``
         ``lax.cond`` semantics with no operands: ``pred`` is a scalar boolean
         array; both functions take no argument and return the same structure.

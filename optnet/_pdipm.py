@@ -402,6 +402,15 @@ def _split(v, i):
     return None if v is None else v[..., i]
 
 
+def _solve(xp, ops, prob: Problem, cfg: Settings, high, F, rx, ry, rz):
+    """``_kkt.solve`` with ``cfg.refine`` refinement steps; one step where a mixed-precision
+    iteration factors in full precision (``high``), as a full-precision one does."""
+    if prob.factor_dtype == prob.dtype:
+        return _kkt.solve(xp, ops, prob, F, rx, ry, rz, cfg.refine)
+    return ops.cond(high, lambda: _kkt.solve(xp, ops, prob, F, rx, ry, rz, 1),
+                    lambda: _kkt.solve(xp, ops, prob, F, rx, ry, rz, cfg.refine))
+
+
 def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
     """Check each running lane, then take one predictor-corrector step on those still running."""
     res = residuals(xp, prob, st)
@@ -443,8 +452,8 @@ def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
             _col(xp.broadcast_to(prob.h, (B, prob.p))) if prob.p else None)
     ds_a = st.s * st.z if prob.p else None
     rhs2 = _u2_rhs(prob, st, res.rx, res.ry, res.rz, ds_a)
-    both = _kkt.solve(xp, ops, prob, F, *(_cat(xp, a, b) for a, b in zip(rhs1, rhs2)),
-                      cfg.refine)
+    both = _solve(xp, ops, prob, cfg, st.high, F,
+                  *(_cat(xp, a, b) for a, b in zip(rhs1, rhs2)))
     u1 = tuple(_split(v, 0) for v in both)
     u2 = tuple(_split(v, 1) for v in both)
     high = st.high
@@ -452,7 +461,7 @@ def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
         # Mixed precision: once refinement with the narrow factor stops giving
         # solves accurate well below the tolerance, factor in full precision.
         err = _kkt.relative_error(xp, prob, F.w, tuple(_col(v) for v in u1), rhs1)
-        high = high | xp.any(active & (err > 1e-2 * cfg.tol))
+        high = high | xp.any(active & (err > 1e-2 * cfg.polish_tol))
     x1, y1, z1 = u1
     xi = st.x / st.tau[:, None]
     d1 = x1 - xi
@@ -482,7 +491,7 @@ def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
     rhs_c = _u2_rhs(prob, st, one_m[:, None] * res.rx,
                     None if res.ry is None else one_m[:, None] * res.ry,
                     None if res.rz is None else one_m[:, None] * res.rz, ds_c)
-    u2c = tuple(_uncol(v) for v in _kkt.solve(xp, ops, prob, F, *rhs_c, cfg.refine))
+    u2c = tuple(_uncol(v) for v in _solve(xp, ops, prob, cfg, st.high, F, *rhs_c))
     cor = _direction(xp, prob, st, u1, u2c, one_m * res.rtau, ds_c, dkappa_c)
     dx, dy, dz, dsl, dtau, dkappa = cor
     alpha = xp.minimum(cfg.step_fraction * _step_length(xp, st, dz, dsl, dtau, dkappa), 1.0)

@@ -26,7 +26,6 @@ def _chol(H, shift, scale):
 
 
 def _cholesky(H, shifts, factor_dtype, scale):
-    out_dtype = H.dtype
     H = H.astype(factor_dtype)
     scale = scale.astype(factor_dtype)
     eye = jnp.eye(H.shape[-1], dtype=H.dtype)
@@ -39,11 +38,12 @@ def _cholesky(H, shifts, factor_dtype, scale):
 
         L, ok = lax.cond(jnp.all(ok), lambda args: args, retry, (L, ok))
     L = jnp.where(ok[:, None, None], L, eye)
-    return L.astype(out_dtype), ok
+    return L, ok      # in factor_dtype: a float32 factor solves in float32
 
 
 def _solve_triangular(L, R, transpose):
-    return _jsolve_triangular(L, R, lower=True, trans=1 if transpose else 0)
+    X = _jsolve_triangular(L, R.astype(L.dtype), lower=True, trans=1 if transpose else 0)
+    return X.astype(R.dtype)
 
 
 def _cond(pred, true_fn, false_fn):

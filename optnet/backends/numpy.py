@@ -31,11 +31,12 @@ def _cholesky(H, shifts, factor_dtype, scale):
         if info != 0:      # singular despite a successful factorization (cannot happen
             inv[i] = np.eye(Lf.shape[-1], dtype=Lf.dtype)   # for finite positive pivots)
             ok[i] = False
-    return inv.astype(H.dtype, copy=False), ok
+    return inv, ok      # in factor_dtype: a float32 factor solves in float32
 
 
 def _solve_triangular(Linv, R, transpose):
-    return (np.swapaxes(Linv, -1, -2) if transpose else Linv) @ R
+    X = (np.swapaxes(Linv, -1, -2) if transpose else Linv) @ R.astype(Linv.dtype, copy=False)
+    return X.astype(R.dtype, copy=False)
 
 
 def quiet():

@@ -30,7 +30,6 @@ def _shifted(H, shift, scale):
 
 
 def _cholesky(H, shifts, factor_dtype, scale):
-    out_dtype = H.dtype
     H = H.to(factor_dtype)
     scale = scale.to(factor_dtype)
     k = H.shape[-1]
@@ -47,13 +46,16 @@ def _cholesky(H, shifts, factor_dtype, scale):
             if bool(ok.all()):
                 break
         L = torch.where(ok[:, None, None], L, eye)
-    return L.to(out_dtype), ok
+    return L, ok      # in factor_dtype: a float32 factor solves in float32
 
 
 def _solve_triangular(L, R, transpose):
+    X = R.to(L.dtype)
     if transpose:
-        return torch.linalg.solve_triangular(L.mT, R, upper=True)
-    return torch.linalg.solve_triangular(L, R, upper=False)
+        X = torch.linalg.solve_triangular(L.mT, X, upper=True)
+    else:
+        X = torch.linalg.solve_triangular(L, X, upper=False)
+    return X.to(R.dtype)
 
 
 def asarray(a):
