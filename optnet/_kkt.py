@@ -128,9 +128,16 @@ def factor(xp, ops, prob: Problem, w, delta, skip, high=None) -> KKTFactor:
     """
     if high is None or prob.factor_dtype == prob.dtype:
         return _factor(xp, ops, prob, w, delta, skip, prob.factor_dtype)
-    return ops.cond(high,
-                    lambda: _factor(xp, ops, prob, w, delta, skip, prob.dtype),
-                    lambda: _factor(xp, ops, prob, w, delta, skip, prob.factor_dtype))
+
+    def in_dtype(dtype):
+        F = _factor(xp, ops, prob, w, delta, skip, dtype)
+        if ops.eager:    # a Python branch: the narrow factor may stay narrow
+            return F
+        # Both branches of a traced cond must return one dtype.
+        return F._replace(L_H=xp.astype(F.L_H, prob.dtype),
+                          L_S=None if F.L_S is None else xp.astype(F.L_S, prob.dtype))
+
+    return ops.cond(high, lambda: in_dtype(prob.dtype), lambda: in_dtype(prob.factor_dtype))
 
 
 def _factor(xp, ops, prob: Problem, w, delta, skip, factor_dtype) -> KKTFactor:
