@@ -202,7 +202,12 @@ def _polish_state(xp, ops, prob: Problem, cfg, st, row_scale, strict: bool) -> P
         solved = xp.zeros_like(solved)
     # The factored active-set system is kept for the derivatives.
     pt, system, rescued = polish(xp, ops, prob, cfg, pt, solved, rescue, act=act)
-    return Polished(pt, system, xp.where(rescued, int(Status.SOLVED), status), rescued)
+    status = xp.where(rescued, int(Status.SOLVED), status)
+    # A lane the iteration called solved but whose point is not finite is a numerical
+    # failure, never a SOLVED lane with a made-up point.
+    status = xp.where((status == int(Status.SOLVED)) & ~finite & ~rescued,
+                      int(Status.NUMERICAL_ERROR), status)
+    return Polished(pt, system, status, rescued)
 
 
 def _assemble(xp, ops, prob: Problem, cfg, st, pol: Polished, asarray) -> QPSolution:

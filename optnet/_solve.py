@@ -53,7 +53,7 @@ def solve(Q, q, G=None, h=None, A=None, b=None, *, backend=None, tol=None, max_i
     tol : float, optional
         Relative tolerance on the primal and dual residuals and the gap
         (default 1e-10 in float64; 1e-6 for float32 problems, which are iterated
-        in float64; 1e-5 where the backend has no float64).
+        in float64; 3e-5 where the backend has no float64).
     max_iter : int, optional
         Iteration limit (default 100); lanes that reach it get ``MAX_ITER``.
     check : bool
