@@ -195,8 +195,11 @@ def _solve_reg(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz):
     return dx, dy, dz
 
 
-def apply_K(xp, prob: Problem, w, dx, dy, dz):
-    """``K @ [dx; dy; dz]`` with the exact (unregularized) K; blocks (B, size, k)."""
+def apply_K(xp, prob: Problem, w, dx, dy, dz, z_row: bool = True):
+    """``K @ [dx; dy; dz]`` with the exact (unregularized) K; blocks (B, size, k).
+
+    ``z_row=False`` leaves out the third block row (returned as None).
+    """
     ox = prob.Q @ dx
     oy = oz = None
     if prob.m:
@@ -204,7 +207,8 @@ def apply_K(xp, prob: Problem, w, dx, dy, dz):
         oy = prob.A @ dx
     if prob.p:
         ox = ox + xp.matrix_transpose(prob.G) @ dz
-        oz = prob.G @ dx - w[:, :, None] * dz
+        if z_row:
+            oz = prob.G @ dx - w[:, :, None] * dz
     return ox, oy, oz
 
 
@@ -227,15 +231,8 @@ def solve(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz, refine: int):
         # |W dz|; its correction would be W^{-1} times it, a rounding error of dz. Taking
         # it as zero spares two products with G per step (G dx here, G'(W^{-1} rz) in
         # the correction); dz of the sum is still W^{-1}(G dx - rz) up to rounding.
-        dx, dy, dz = sol
-        ex = rx - prob.Q @ dx
-        ey = None
-        if prob.m:
-            ex = ex - xp.matrix_transpose(prob.A) @ dy
-            ey = ry - prob.A @ dx
-        if prob.p:
-            ex = ex - xp.matrix_transpose(prob.G) @ dz
-        corr = _solve_reg(xp, ops, prob, F, ex, ey, None)
+        kx, ky, _ = apply_K(xp, prob, F.w, *sol, z_row=False)
+        corr = _solve_reg(xp, ops, prob, F, rx - kx, ry - ky if prob.m else None, None)
         sol = tuple(None if a is None else a + c for a, c in zip(sol, corr, strict=False))
     return sol
 

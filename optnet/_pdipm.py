@@ -508,7 +508,6 @@ def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
     stalled = active & ~(alpha > 1e-10)
     status = xp.where(stalled, int(Status.NUMERICAL_ERROR), status)
     active = active & ~stalled
-    alpha = xp.where(active, alpha, 0.0)
     a = alpha[:, None]
     # Finished lanes are frozen by selection, not by a zero step: their direction
     # (computed with a dummy factor) may hold Inf or NaN, and 0 * NaN is NaN.

@@ -46,9 +46,9 @@ def solve_arrays(be, args: dict, tol=None, max_iter=None) -> QPSolution:
         # (polish, residuals, derivatives) on the original one.
         sprob, sc = _scaling.equilibrate(xp, prob, eager=ops.eager)
         st, _ = _pdipm.run(xp, ops, sprob, cfg)
-        pol = _polish_state(xp, ops, prob, cfg, _unscale_state(xp, sc, st), sc.e,
-                            strict=cfg.polish_tol > cfg.tol)
-        if cfg.polish_tol > cfg.tol:
+        early = cfg.polish_tol > cfg.tol
+        pol = _polish_state(xp, ops, prob, cfg, _unscale_state(xp, sc, st), sc.e, strict=early)
+        if early:
             st, pol = _resume(xp, ops, prob, sprob, sc, cfg, st, pol)
         st = st._replace(status=xp.where(nonconvex, int(Status.NONCONVEX), st.status))
         pol = pol._replace(status=xp.where(nonconvex, int(Status.NONCONVEX), pol.status))
@@ -188,7 +188,9 @@ def _polish_state(xp, ops, prob: Problem, cfg, st, row_scale, strict: bool) -> P
     # The polish's first guess of the active rows is z > s on the equilibrated problem,
     # where rows are comparable (on the original data the test depends on row scaling):
     # z~ = z / e and s~ = e s, so z~ > s~ is z > e^2 s.
-    act = None if row_scale is None else pt.z > row_scale * row_scale * pt.s
+    act = None
+    if prob.p:
+        act = pt.z > (pt.s if row_scale is None else row_scale * row_scale * pt.s)
     if strict:
         # A lane polished early whose guess has more than 2n active rows (the iterate
         # does not yet tell the active rows from the nearly active ones: 81 of 500 rows
@@ -196,8 +198,7 @@ def _polish_state(xp, ops, prob: Problem, cfg, st, row_scale, strict: bool) -> P
         # 2n: degenerate and duplicated rows legitimately make more than n active.)
         plausible = finite
         if prob.p:
-            guess = pt.z > pt.s if act is None else act
-            plausible = plausible & (xp.sum(xp.astype(guess, xp.int32), axis=-1) + prob.m
+            plausible = plausible & (xp.sum(xp.astype(act, xp.int32), axis=-1) + prob.m
                                      <= 2 * prob.n)
         rescue = rescue | (solved & plausible)
         solved = xp.zeros_like(solved)

@@ -41,16 +41,15 @@ def cholesky_per_lane(xp, H, shifts, raises, factor_dtype, scale):
         scale = xp.astype(scale, factor_dtype)
     k = H.shape[-1]
     eye = xp.eye(k, dtype=H.dtype, device=device(H))
-    diag = eye * scale[:, None, :]      # (B, k, k): diag(scale) per lane
     try:
-        L = xp.linalg.cholesky(H + shifts[0] * diag)
+        L = xp.linalg.cholesky(H + eye * (shifts[0] * scale)[:, None, :])
     except raises:
         rows = []
         for i in range(H.shape[0]):
             Li = xp.full((k, k), xp.nan, dtype=H.dtype, device=device(H))
             for shift in shifts:
                 try:
-                    Li = xp.linalg.cholesky(H[i, ...] + shift * diag[i, ...])
+                    Li = xp.linalg.cholesky(H[i, ...] + eye * (shift * scale[i, ...]))
                     break
                 except raises:
                     continue

@@ -21,7 +21,7 @@ namespace = xp
 
 
 def _cholesky(H, shifts, factor_dtype, scale):
-    """The factor is ``L^{-1}`` (B, k, k), in ``H.dtype``."""
+    """The factor is ``L^{-1}`` (B, k, k), in ``factor_dtype``."""
     L, ok = cholesky_per_lane(xp, H, shifts, (np.linalg.LinAlgError,), factor_dtype, scale)
     Lf = L.astype(factor_dtype, copy=False)
     trtri = lapack.strtri if Lf.dtype == np.float32 else lapack.dtrtri
