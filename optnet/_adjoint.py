@@ -136,7 +136,7 @@ def _kkt_solve(ctx, ok, rx, ry, rz):
     if parts:
         rnu = xp.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
         rnu = rnu[..., None]
-    u, v = solve_active(xp, ctx.ops, system, rx[..., None], rnu, ctx.cfg.refine + 1)
+    u, v = solve_active(xp, ctx.ops, system, rx[..., None], rnu, ctx.cfg.polish_refine)
     dx = xp.where(k, u[..., 0], 0.0)
     dy = dz = None
     if prob.m:

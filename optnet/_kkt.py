@@ -44,19 +44,40 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from array_api_compat import device
+from array_api_compat import device, is_torch_array
 
 from ._problem import Problem
+
+# PyTorch's CPU batched product of matrices with a few vectors is 1.5-4x faster with
+# the vectors as rows times the transposed matrix than with them as columns (batch 128,
+# 100 x 100, one or two vectors); XLA's is 30% slower that way and NumPy's the same.
+# The layout is chosen by array type (array_api_compat's test imports no framework).
+
+
+def _rows(M) -> bool:
+    return is_torch_array(M) and M.device.type == "cpu"
 
 
 def mv(M, v):
     """Batched ``M @ v`` for M (1|B, r, c), v (B, c) -> (B, r)."""
+    if _rows(M):
+        return (v[..., None, :] @ M.mT)[..., 0, :]
     return (M @ v[..., None])[..., 0]
 
 
 def mtv(M, v):
     """Batched ``M' @ v`` for M (1|B, r, c), v (B, r) -> (B, c)."""
     return (v[..., None, :] @ M)[..., 0, :]
+
+
+def mm(M, R):
+    """Batched ``M @ R`` for M (1|B, r, c), R (B, c, k) with few columns -> (B, r, k)."""
+    return (R.mT @ M.mT).mT if _rows(M) else M @ R
+
+
+def mtm(xp, M, R):
+    """Batched ``M' @ R`` for M (1|B, r, c), R (B, r, k) with few columns -> (B, c, k)."""
+    return (R.mT @ M).mT if _rows(M) else xp.matrix_transpose(M) @ R
 
 
 def vdot(xp, a, b):
@@ -178,19 +199,19 @@ def _solve_reg(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz):
     if prob.p:
         winv = (1.0 / F.w)[:, :, None]
         if rz is not None:
-            r = r + xp.matrix_transpose(prob.G) @ (winv * rz)
+            r = r + mtm(xp, prob.G, winv * rz)
     if prob.m:
         # S dy = A H^{-1} r - ry, with A H^{-1} r = M' L_H^{-1} r.
         t = ops.solve_triangular(F.L_H, r, False)
         rhs = xp.matrix_transpose(F.M) @ t - ry
         dy = ops.solve_triangular(F.L_S, ops.solve_triangular(F.L_S, rhs, False), True)
-        dx = _solve_H(ops, F, r - xp.matrix_transpose(prob.A) @ dy)
+        dx = _solve_H(ops, F, r - mtm(xp, prob.A, dy))
     else:
         dy = ry
         dx = _solve_H(ops, F, r)
     dz = None
     if prob.p:
-        Gdx = prob.G @ dx
+        Gdx = mm(prob.G, dx)
         dz = winv * (Gdx if rz is None else Gdx - rz)
     return dx, dy, dz
 
@@ -200,15 +221,15 @@ def apply_K(xp, prob: Problem, w, dx, dy, dz, z_row: bool = True):
 
     ``z_row=False`` leaves out the third block row (returned as None).
     """
-    ox = prob.Q @ dx
+    ox = mm(prob.Q, dx)
     oy = oz = None
     if prob.m:
-        ox = ox + xp.matrix_transpose(prob.A) @ dy
-        oy = prob.A @ dx
+        ox = ox + mtm(xp, prob.A, dy)
+        oy = mm(prob.A, dx)
     if prob.p:
-        ox = ox + xp.matrix_transpose(prob.G) @ dz
+        ox = ox + mtm(xp, prob.G, dz)
         if z_row:
-            oz = prob.G @ dx - w[:, :, None] * dz
+            oz = mm(prob.G, dx) - w[:, :, None] * dz
     return ox, oy, oz
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from . import _kkt, _lanes
-from ._kkt import mtv, mv, vdot
+from ._kkt import mtm, mtv, mv, vdot
 from ._problem import Problem
 
 
@@ -136,7 +136,7 @@ def solve_active(xp, ops, system: ActiveSystem, rx, rnu, refine):
     if rnu is None:
         u, _, _ = _kkt.solve(xp, ops, sub, system.F, rx, None, None, refine)
         return u, None
-    rx = rx + system.rho[:, :, None] * (xp.matrix_transpose(sub.A) @ rnu)
+    rx = rx + system.rho[:, :, None] * mtm(xp, sub.A, rnu)
     u, v, _ = _kkt.solve(xp, ops, sub, system.F, rx, rnu, None, refine)
     return u, v
 
@@ -187,7 +187,7 @@ class _Attempt(NamedTuple):
 def _attempt(xp, ops, prob: Problem, cfg, pt: Point, system: ActiveSystem, lanes) -> _Attempt:
     """Solve the active-set system of ``system`` for a correction of ``pt``."""
     sub = system.sub
-    refine = cfg.refine + 1
+    refine = cfg.polish_refine
     act = system.act
     # Residuals of the active-set KKT system at pt:
     #   [[Q, E'], [E, 0]] [x; nu] = [-q; e],  nu0 = [y; z on active rows].
