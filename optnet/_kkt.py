@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from array_api_compat import device, is_torch_array
+from array_api_compat import is_torch_array
 
 from ._problem import Problem
 
@@ -117,18 +117,12 @@ def _shifted_cholesky(xp, ops, Mat, delta, skip, factor_dtype):
     ``shift`` is ``delta``, raised (per lane, only where the factorization
     fails) to ``1e3 delta``, ``1e6 delta`` and ``1e9 delta``.
     """
-    k = Mat.shape[-1]
     scale = diagonal_scale(xp, Mat)
-    # (A full pass over the batch: spared where no lane is skipped and that is known.)
-    if not (ops.eager and not bool(xp.any(skip))):
-        eye = xp.eye(k, dtype=Mat.dtype, device=device(Mat))
-        Mat = xp.where(skip[:, None, None], eye, Mat)
-        scale = xp.where(skip[:, None], 1.0, scale)
     if factor_dtype != Mat.dtype:
         # A narrower factor needs a shift above its own rounding level.
         delta = max(delta, 1e-7 if factor_dtype == xp.float32 else delta)
     shifts = (delta, 1e3 * delta, 1e6 * delta, 1e9 * delta)
-    return ops.cholesky(Mat, shifts, factor_dtype, scale)
+    return ops.cholesky(Mat, shifts, factor_dtype, scale, skip)
 
 
 def factor(xp, ops, prob: Problem, w, delta, skip, high=None) -> KKTFactor:

@@ -18,9 +18,11 @@ class Ops(NamedTuple):
     ----------
     name : str
         Backend name (``"numpy"``, ``"torch"``, ...).
-    cholesky : callable ``(H, shifts, factor_dtype, scale) -> (factor, ok)``
+    cholesky : callable ``(H, shifts, factor_dtype, scale, skip) -> (factor, ok)``
         ``H`` has shape (B, k, k), symmetric; ``shifts`` is an increasing tuple
-        of floats; ``scale`` (B, k) is positive. Factors ``H + shift diag(scale)``
+        of floats; ``scale`` (B, k) is positive; ``skip`` (B,) bool marks lanes
+        not to factor (their factor is the identity's and ``ok`` True, whatever
+        their ``H``; see :func:`blank_lanes`). Factors ``H + shift diag(scale)``
         (a shift relative to the diagonal; in ``factor_dtype``, which may be
         narrower than ``H.dtype``) with, per lane, the first shift for which
         that matrix is numerically positive definite, and returns a boolean
@@ -47,8 +49,15 @@ class Ops(NamedTuple):
     """
 
     name: str
-    cholesky: Callable[[Any, tuple, Any, Any], tuple[Any, Any]]
+    cholesky: Callable[[Any, tuple, Any, Any, Any], tuple[Any, Any]]
     solve_triangular: Callable[[Any, Any, bool], Any]
     cond: Callable[[Any, Callable, Callable], Any]
     while_loop: Callable[[Callable, Callable, Any], Any]
     eager: bool = False
+
+
+def blank_lanes(xp, H, scale, skip):
+    """``H`` (B, k, k) and ``scale`` (B, k) with the lanes where ``skip`` (B,) is True
+    replaced by the identity and ones: for backends whose Cholesky factors every lane."""
+    eye = xp.eye(H.shape[-1], dtype=H.dtype, device=getattr(H, "device", None))
+    return xp.where(skip[:, None, None], eye, H), xp.where(skip[:, None], 1.0, scale)

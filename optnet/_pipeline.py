@@ -113,7 +113,8 @@ def _nonconvex(xp, ops, prob: Problem):
     Q = prob.Q
     d = xp.linalg.diagonal(Q)
     # C Q C + PSD_TOL I = C (Q + PSD_TOL C^-2) C: the shift relative to the diagonal.
-    _, ok = ops.cholesky(Q, (PSD_TOL,), Q.dtype, diagonal_scale(xp, Q))
+    no = xp.zeros((Q.shape[0],), dtype=xp.bool, device=prob.device)
+    _, ok = ops.cholesky(Q, (PSD_TOL,), Q.dtype, diagonal_scale(xp, Q), no)
     ok = ok & xp.all(d >= -PSD_TOL * xp.max(xp.abs(d), axis=-1, keepdims=True), axis=-1)
     B = prob.bad.shape[0]
     return xp.broadcast_to(~ok, (B,)) if ok.shape[0] != B else ~ok

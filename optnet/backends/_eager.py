@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from array_api_compat import device
 
+from .._ops import blank_lanes
+
 
 def while_loop(cond, body, state):
     """A Python loop with ``lax.while_loop`` semantics."""
@@ -17,7 +19,7 @@ def cond(pred, true_fn, false_fn):
     return true_fn() if bool(pred) else false_fn()
 
 
-def cholesky_per_lane(xp, H, shifts, raises, factor_dtype, scale):
+def cholesky_per_lane(xp, H, shifts, raises, factor_dtype, scale, skip):
     """Batched Cholesky of ``H + shift diag(scale)`` that isolates failures lane by lane.
 
     Tries the whole batch with ``shifts[0]``; if the library raises (one bad
@@ -34,7 +36,11 @@ def cholesky_per_lane(xp, H, shifts, raises, factor_dtype, scale):
     raises : tuple of exception types that signal a non-positive-definite matrix
     factor_dtype : dtype to factor in; the factor is returned in ``H.dtype``.
     scale : (B, k) positive
+    skip : (B,) bool
+        Lanes not factored (the identity's factor, ``ok`` True).
     """
+    if bool(xp.any(skip)):
+        H, scale = blank_lanes(xp, H, scale, skip)
     out_dtype = H.dtype
     if factor_dtype != H.dtype:
         H = xp.astype(H, factor_dtype)

@@ -16,8 +16,8 @@ from ._eager import cholesky_per_lane, cond, while_loop
 namespace = xp
 
 
-def _cholesky(H, shifts, factor_dtype, scale):
-    return cholesky_per_lane(xp, H, shifts, (np.linalg.LinAlgError,), factor_dtype, scale)
+def _cholesky(H, shifts, factor_dtype, scale, skip):
+    return cholesky_per_lane(xp, H, shifts, (np.linalg.LinAlgError,), factor_dtype, scale, skip)
 
 
 def _solve_triangular(L, R, transpose):

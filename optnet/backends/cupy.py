@@ -21,10 +21,11 @@ from ._eager import cholesky_per_lane, cond, while_loop
 namespace = xp
 
 
-def _cholesky(H, shifts, factor_dtype, scale):
+def _cholesky(H, shifts, factor_dtype, scale, skip):
     """The factor is ``L^{-1}`` (B, k, k), in ``H.dtype``."""
     with cupyx.errstate(linalg="raise"):
-        L, ok = cholesky_per_lane(xp, H, shifts, (cupy.linalg.LinAlgError,), factor_dtype, scale)
+        L, ok = cholesky_per_lane(xp, H, shifts, (cupy.linalg.LinAlgError,), factor_dtype, scale,
+                                  skip)
     inv = cupy.linalg.inv(L.astype(factor_dtype, copy=False))
     good = cupy.all(cupy.isfinite(inv), axis=(-2, -1))
     eye = cupy.eye(H.shape[-1], dtype=inv.dtype)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.scipy.linalg import solve_triangular as _jsolve_triangular
 
-from .._ops import Ops
+from .._ops import Ops, blank_lanes
 
 namespace = jnp
 
@@ -25,9 +25,8 @@ def _chol(H, shift, scale):
     return L, ok
 
 
-def _cholesky(H, shifts, factor_dtype, scale):
-    H = H.astype(factor_dtype)
-    scale = scale.astype(factor_dtype)
+def _cholesky(H, shifts, factor_dtype, scale, skip):
+    H, scale = blank_lanes(jnp, H.astype(factor_dtype), scale.astype(factor_dtype), skip)
     eye = jnp.eye(H.shape[-1], dtype=H.dtype)
     L, ok = _chol(H, shifts[0], scale)
     for shift in shifts[1:]:

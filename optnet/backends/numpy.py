@@ -15,14 +15,22 @@ import numpy as np
 from scipy.linalg import lapack
 
 from .._ops import Ops
+from . import _lapack
 from ._eager import cholesky_per_lane, cond, while_loop
 
 namespace = xp
 
 
-def _cholesky(H, shifts, factor_dtype, scale):
+def _cholesky(H, shifts, factor_dtype, scale, skip):
     """The factor is ``L^{-1}`` (B, k, k), in ``factor_dtype``."""
-    L, ok = cholesky_per_lane(xp, H, shifts, (np.linalg.LinAlgError,), factor_dtype, scale)
+    if _lapack.supported(factor_dtype, H.shape[-1]):
+        # potrf and trtri lane by lane (see _lapack); U holds L^{-T}.
+        U, ok = _lapack.factor_lanes(np.asarray(H, dtype=factor_dtype), shifts,
+                                     np.asarray(scale, dtype=factor_dtype), np.asarray(skip),
+                                     invert=True)
+        return np.swapaxes(U, -1, -2), ok
+    L, ok = cholesky_per_lane(xp, H, shifts, (np.linalg.LinAlgError,), factor_dtype, scale,
+                              skip)
     Lf = L.astype(factor_dtype, copy=False)
     trtri = lapack.strtri if Lf.dtype == np.float32 else lapack.dtrtri
     inv = np.empty_like(Lf)

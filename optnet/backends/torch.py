@@ -1,6 +1,8 @@
-"""PyTorch backend (CPU and CUDA): batched ``cholesky_ex`` and ``solve_triangular``.
+"""PyTorch backend (CPU and CUDA): batched Cholesky and ``solve_triangular``.
 
-Arrays stay on their device; the loop is a Python loop (eager).
+On CPU from 32 x 32 on, the Cholesky factors are computed lane by lane by LAPACK on
+the tensors' memory (``_lapack``); otherwise by ``cholesky_ex``. Arrays stay on
+their device; the loop is a Python loop (eager).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import array_api_compat.torch as xp
 import numpy as np
 import torch
 
-from .._ops import Ops
+from .._ops import Ops, blank_lanes
+from . import _lapack
 from ._eager import cond, while_loop
 
 namespace = xp
+_NP_DTYPE = {torch.float64: np.float64, torch.float32: np.float32}
 
 
 def _finite_diag(L):
@@ -29,10 +33,21 @@ def _shifted(H, shift, scale):
     return out
 
 
-def _cholesky(H, shifts, factor_dtype, scale):
+def _cholesky(H, shifts, factor_dtype, scale, skip):
     H = H.to(factor_dtype)
     scale = scale.to(factor_dtype)
     k = H.shape[-1]
+    if H.device.type == "cpu" and H.dtype in _NP_DTYPE \
+            and _lapack.supported(_NP_DTYPE[H.dtype], k):
+        # LAPACK lane by lane, on the tensors' memory (see _lapack): about twice as
+        # fast as cholesky_ex at 100 x 100. The factor is the transpose of the
+        # returned upper-triangular array (a view), whose other triangle solves ignore.
+        U, ok = _lapack.factor_lanes(H.detach().contiguous().numpy(), shifts,
+                                     scale.detach().contiguous().numpy(),
+                                     skip.cpu().numpy())
+        return torch.from_numpy(U).mT, torch.from_numpy(ok)
+    if bool(skip.any()):
+        H, scale = blank_lanes(xp, H, scale, skip)
     eye = torch.eye(k, dtype=H.dtype, device=H.device)
     L, info = torch.linalg.cholesky_ex(_shifted(H, shifts[0], scale))
     ok = (info == 0) & _finite_diag(L)
