@@ -111,8 +111,9 @@ def diagonal_scale(xp, Mat):
     return xp.where(d > xp.finfo(Mat.dtype).smallest_normal, d, 1.0)
 
 
-def _shifted_cholesky(xp, ops, Mat, delta, skip, factor_dtype):
-    """Cholesky of ``Mat + shift diag(Mat)``; the identity where ``skip``.
+def _shifted_cholesky(xp, ops, Mat, delta, skip, factor_dtype, overwrite=False):
+    """Cholesky of ``Mat + shift diag(Mat)``; the identity where ``skip``. ``overwrite``:
+    ``Mat`` is a temporary the backend may overwrite.
 
     ``shift`` is ``delta``, raised (per lane, only where the factorization
     fails) to ``1e3 delta``, ``1e6 delta`` and ``1e9 delta``.
@@ -122,7 +123,7 @@ def _shifted_cholesky(xp, ops, Mat, delta, skip, factor_dtype):
         # A narrower factor needs a shift above its own rounding level.
         delta = max(delta, 1e-7 if factor_dtype == xp.float32 else delta)
     shifts = (delta, 1e3 * delta, 1e6 * delta, 1e9 * delta)
-    return ops.cholesky(Mat, shifts, factor_dtype, scale, skip)
+    return ops.cholesky(Mat, shifts, factor_dtype, scale, skip, overwrite=overwrite)
 
 
 def factor(xp, ops, prob: Problem, w, delta, skip, high=None) -> KKTFactor:
@@ -165,19 +166,23 @@ def _factor(xp, ops, prob: Problem, w, delta, skip, factor_dtype) -> KKTFactor:
         Q = xp.astype(Q, factor_dtype)
         G = None if G is None else xp.astype(G, factor_dtype)
         winv = None if winv is None else xp.astype(winv, factor_dtype)
-    H = Q
+    H, fresh = Q, False
     if prob.p:
-        H = H + (xp.matrix_transpose(G) * winv[:, None, :]) @ G
+        # G'(W^{-1} G): the scaled copy keeps G's layout; Q is added in place to the
+        # product, a new array (no third (B, n, n) array), which the Cholesky may overwrite.
+        H = xp.matrix_transpose(G) @ (G * winv[:, :, None])
+        H += Q
+        fresh = True
     B = skip.shape[0]
     if H.shape[0] != B:
-        H = xp.broadcast_to(H, (B, *H.shape[1:]))
-    L_H, ok = _shifted_cholesky(xp, ops, H, delta, skip, factor_dtype)
+        H, fresh = xp.broadcast_to(H, (B, *H.shape[1:])), False
+    L_H, ok = _shifted_cholesky(xp, ops, H, delta, skip, factor_dtype, fresh)
     M = L_S = None
     if prob.m:
         At = xp.broadcast_to(xp.matrix_transpose(prob.A), (B, prob.n, prob.m))
         M = ops.solve_triangular(L_H, At, False)
         S = xp.matrix_transpose(M) @ M
-        L_S, ok_S = _shifted_cholesky(xp, ops, S, delta, skip, factor_dtype)
+        L_S, ok_S = _shifted_cholesky(xp, ops, S, delta, skip, factor_dtype, True)
         ok = ok & ok_S
     return KKTFactor(L_H=L_H, M=M, L_S=L_S, w=w, ok=ok)
 

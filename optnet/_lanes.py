@@ -48,10 +48,12 @@ def take_state(xp, st, idx, B: int):
     return sel(st)
 
 
-def put_state(xp, full, part, idx, B: int):
+def put_state(xp, full, part, idx, B: int, ops=None):
     """Write ``part`` (lanes ``idx``, sorted) back into ``full`` (B lanes), a (nested) NamedTuple.
 
     Whatever is not a lane array of ``full`` (0-d scalars, Python values) is taken from ``part``.
+    With ``ops`` whose ``put_lanes`` is set, arrays of more than two dimensions are
+    written with it (one copy of ``full`` instead of a gather and a selection).
     """
     k = idx.shape[0]
     lanes = xp.arange(B, dtype=idx.dtype, device=getattr(idx, "device", None))
@@ -64,6 +66,8 @@ def put_state(xp, full, part, idx, B: int):
             return _rebuild(f, [put(a, b) for a, b in zip(f, p, strict=True)])
         if not _is_lane_array(f, B):
             return p
+        if ops is not None and ops.put_lanes is not None and len(f.shape) > 2:
+            return ops.put_lanes(f, p, idx)
         mask = xp.reshape(member, (B,) + (1,) * (len(f.shape) - 1))
         return xp.where(mask, xp.take(p, pos, axis=0), f)
 

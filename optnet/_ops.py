@@ -18,11 +18,12 @@ class Ops(NamedTuple):
     ----------
     name : str
         Backend name (``"numpy"``, ``"torch"``, ...).
-    cholesky : callable ``(H, shifts, factor_dtype, scale, skip) -> (factor, ok)``
+    cholesky : callable ``(H, shifts, factor_dtype, scale, skip, overwrite=False) -> (factor, ok)``
         ``H`` has shape (B, k, k), symmetric; ``shifts`` is an increasing tuple
         of floats; ``scale`` (B, k) is positive; ``skip`` (B,) bool marks lanes
         not to factor (their factor is the identity's and ``ok`` True, whatever
-        their ``H``; see :func:`blank_lanes`). Factors ``H + shift diag(scale)``
+        their ``H``; see :func:`blank_lanes`); ``overwrite`` True allows the
+        backend to overwrite ``H`` (a temporary). Factors ``H + shift diag(scale)``
         (a shift relative to the diagonal; in ``factor_dtype``, which may be
         narrower than ``H.dtype``) with, per lane, the first shift for which
         that matrix is numerically positive definite, and returns a boolean
@@ -46,14 +47,20 @@ class Ops(NamedTuple):
         True where arrays have concrete values (no tracing): the core may
         then read values on the host and use data-dependent shapes, e.g. to
         iterate only the lanes still running.
+    put_lanes : callable ``(full, part, idx) -> array`` or None
+        Eager backends only, optional: a copy of ``full`` (B, ...) with the
+        lanes ``idx`` (1-D int array, sorted) replaced by ``part`` (len(idx), ...);
+        ``full`` is not modified. (The Array API has no scatter: without it
+        ``_lanes`` gathers ``part`` to B lanes and selects.)
     """
 
     name: str
-    cholesky: Callable[[Any, tuple, Any, Any, Any], tuple[Any, Any]]
+    cholesky: Callable[..., tuple[Any, Any]]
     solve_triangular: Callable[[Any, Any, bool], Any]
     cond: Callable[[Any, Callable, Callable], Any]
     while_loop: Callable[[Callable, Callable, Any], Any]
     eager: bool = False
+    put_lanes: Callable[[Any, Any, Any], Any] | None = None
 
 
 def blank_lanes(xp, H, scale, skip):

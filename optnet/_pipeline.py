@@ -86,7 +86,7 @@ def _resume(xp, ops, prob: Problem, sprob: Problem, sc, cfg, st, pol: Polished):
         sub = _lanes.take_problem(xp, prob, idx, B)
         sub_st, sub_e = _lanes.take_state(xp, (ust2, sc.e), idx, B)
         pol2 = _polish_state(xp, ops, sub, cfg2, sub_st, sub_e, strict=False)
-        return st2, _lanes.put_state(xp, pol, pol2, idx, B)
+        return st2, _lanes.put_state(xp, pol, pol2, idx, B, ops)
 
     if ops.eager:
         return again() if bool(xp.any(retry)) else (st, pol)

@@ -288,7 +288,7 @@ def polish(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, max_swaps: in
     o, sy, r = _swaps(xp, ops, sub, cfg, sel(pt), sel(solved), sel(rescue), sel(system),
                       sel(att), sel(done), sel(rescued), sel(out), max_swaps)
     out = _lanes.put_state(xp, out, o, idx, B)
-    system = _lanes.put_state(xp, system, sy, idx, B)
+    system = _lanes.put_state(xp, system, sy, idx, B, ops)
     rescued = _lanes.put_state(xp, (rescued,), (r,), idx, B)[0]
     return out, system, rescued
 

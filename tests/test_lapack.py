@@ -25,15 +25,21 @@ def _spd_batch(rng, B, k, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("invert", [False, True])
-def test_factor_lanes_matches_numpy(dtype, invert):
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_factor_lanes_matches_numpy(dtype, invert, overwrite):
     rng = np.random.default_rng(0)
     k = _lapack.MIN_SIZE + 8
-    H = _spd_batch(rng, 5, k, dtype)
-    H0 = H.copy()
+    H0 = _spd_batch(rng, 5, k, dtype)
+    H = H0.copy()
     scale = rng.uniform(0.5, 2.0, (5, k)).astype(dtype)
-    U, ok = _lapack.factor_lanes(H, SHIFTS, scale, np.zeros(5, bool), invert=invert)
+    U, ok = _lapack.factor_lanes(H, SHIFTS, scale, np.zeros(5, bool), invert=invert,
+                                 overwrite=overwrite)
     assert ok.all()
-    assert np.array_equal(H, H0)                      # the input is not written
+    if not overwrite:
+        assert np.array_equal(H, H0)                  # the input is not written
+    elif not invert:
+        assert U is H                                 # factored in place
+    H = H0
     shifted = H.astype(np.float64) + SHIFTS[0] * np.einsum("bi,ij->bij", scale, np.eye(k))
     L = np.linalg.cholesky(shifted)
     got = np.swapaxes(np.triu(U), -1, -2).astype(np.float64)
@@ -44,7 +50,8 @@ def test_factor_lanes_matches_numpy(dtype, invert):
         assert not np.any(np.tril(U, -1))
 
 
-def test_factor_lanes_failures_and_skips():
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_factor_lanes_failures_and_skips(overwrite):
     rng = np.random.default_rng(1)
     k = _lapack.MIN_SIZE
     H = _spd_batch(rng, 6, k, np.float64)
@@ -53,7 +60,7 @@ def test_factor_lanes_failures_and_skips():
     H[3] = np.ones((k, k))             # rank one: needs a larger shift
     H[4] = -np.eye(k)                  # skipped: never factored
     skip = np.array([False, False, False, False, True, False])
-    U, ok = _lapack.factor_lanes(H, SHIFTS, np.ones((6, k)), skip)
+    U, ok = _lapack.factor_lanes(H.copy(), SHIFTS, np.ones((6, k)), skip, overwrite=overwrite)
     assert ok.tolist() == [True, False, False, True, True, True]
     eye = np.eye(k)
     for i in (1, 2, 4):

@@ -6,8 +6,8 @@ triangle (a copy through ``tril``), and NumPy's ``cholesky`` also writes the zer
 calling ``potrf`` on each lane with ``clean=0`` takes 5-7 ms in float64 and 4-5 ms
 in float32 (where PyTorch's takes as long as in float64). The Python loop costs
 about 1.5 us a lane, so below 32 x 32 the frameworks' batched routines are faster
-(``MIN_SIZE``). Each lane is copied and shifted just before it is factored, while
-it is in cache.
+(``MIN_SIZE``). A temporary ``H`` is factored in place (``overwrite``); otherwise
+each lane is copied just before it is factored, while it is in cache.
 
 Layout: a C-ordered lane is the Fortran-ordered transpose of itself, and ``H`` is
 symmetric, so ``potrf(lower=1)`` on ``lane.T`` (Fortran order, no copy) leaves
@@ -40,13 +40,13 @@ def _in_place(routine, lane, **kw):
     return info
 
 
-def factor_lanes(H, shifts, scale, skip, invert: bool = False):
+def factor_lanes(H, shifts, scale, skip, invert: bool = False, overwrite: bool = False):
     """Cholesky factors of ``H + shift diag(scale)``, the first shift that works per lane.
 
     Parameters
     ----------
     H : (B, k, k) ndarray, float32 or float64
-        Symmetric; read, never written.
+        Symmetric; read, never written unless ``overwrite``.
     shifts : tuple of float, increasing
     scale : (B, k) ndarray, positive
     skip : (B,) bool ndarray
@@ -54,6 +54,9 @@ def factor_lanes(H, shifts, scale, skip, invert: bool = False):
     invert : bool
         Return the inverse of the factor instead (LAPACK ``trtri``, as many flops
         as the factorization), with zeros in the other triangle.
+    overwrite : bool
+        ``H`` is a temporary: factor it in place (if it is C-ordered and writable),
+        and return it as ``U``.
 
     Returns
     -------
@@ -66,7 +69,12 @@ def factor_lanes(H, shifts, scale, skip, invert: bool = False):
     """
     B, k, _ = H.shape
     potrf, trtri = _POTRF[H.dtype], _TRTRI[H.dtype]
-    U = np.empty((B, k, k), dtype=H.dtype)
+    in_place = overwrite and H.flags.c_contiguous and H.flags.writeable
+    U = H if in_place else np.empty((B, k, k), dtype=H.dtype)
+    d = U.reshape(B, k * k)[:, :: k + 1]     # the diagonals (a view)
+    if in_place:
+        d0 = d.copy()
+        d += shifts[0] * scale
     ok = np.zeros(B, dtype=bool)
     eye = np.eye(k, dtype=H.dtype)
     for i in range(B):
@@ -75,15 +83,22 @@ def factor_lanes(H, shifts, scale, skip, invert: bool = False):
             lane[...] = eye
             ok[i] = True
             continue
-        for shift in shifts:
-            lane[...] = H[i]
-            lane.reshape(k * k)[:: k + 1] += shift * scale[i]
+        for j, shift in enumerate(shifts):
+            if not in_place:
+                lane[...] = H[i]
+                d[i] += shift * scale[i]
+            elif j:
+                # potrf wrote the upper triangle and the diagonal only: rebuild the
+                # lane from its strict lower triangle (H is symmetric) and d0.
+                low = np.tril(lane, -1)
+                lane[...] = low + low.T
+                d[i] = d0[i] + shift * scale[i]
             if _in_place(potrf, lane, clean=0, overwrite_a=1) == 0:
                 ok[i] = True
                 break
         if ok[i] and invert:
             ok[i] = _in_place(trtri, lane, overwrite_c=1) == 0
-    ok &= np.isfinite(U.reshape(B, k * k)[:, :: k + 1]).all(axis=-1)
+    ok &= np.isfinite(d).all(axis=-1)
     if invert:
         U = np.triu(U)
     U[~ok] = eye

@@ -16,7 +16,7 @@ from ._eager import cholesky_per_lane, cond, while_loop
 namespace = xp
 
 
-def _cholesky(H, shifts, factor_dtype, scale, skip):
+def _cholesky(H, shifts, factor_dtype, scale, skip, overwrite=False):
     return cholesky_per_lane(xp, H, shifts, (np.linalg.LinAlgError,), factor_dtype, scale, skip)
 
 

@@ -21,7 +21,7 @@ from ._eager import cholesky_per_lane, cond, while_loop
 namespace = xp
 
 
-def _cholesky(H, shifts, factor_dtype, scale, skip):
+def _cholesky(H, shifts, factor_dtype, scale, skip, overwrite=False):
     """The factor is ``L^{-1}`` (B, k, k), in ``H.dtype``."""
     with cupyx.errstate(linalg="raise"):
         L, ok = cholesky_per_lane(xp, H, shifts, (cupy.linalg.LinAlgError,), factor_dtype, scale,

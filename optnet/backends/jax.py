@@ -25,7 +25,7 @@ def _chol(H, shift, scale):
     return L, ok
 
 
-def _cholesky(H, shifts, factor_dtype, scale, skip):
+def _cholesky(H, shifts, factor_dtype, scale, skip, overwrite=False):
     H, scale = blank_lanes(jnp, H.astype(factor_dtype), scale.astype(factor_dtype), skip)
     eye = jnp.eye(H.shape[-1], dtype=H.dtype)
     L, ok = _chol(H, shifts[0], scale)

@@ -21,13 +21,14 @@ from ._eager import cholesky_per_lane, cond, while_loop
 namespace = xp
 
 
-def _cholesky(H, shifts, factor_dtype, scale, skip):
+def _cholesky(H, shifts, factor_dtype, scale, skip, overwrite=False):
     """The factor is ``L^{-1}`` (B, k, k), in ``factor_dtype``."""
     if _lapack.supported(factor_dtype, H.shape[-1]):
         # potrf and trtri lane by lane (see _lapack); U holds L^{-T}.
-        U, ok = _lapack.factor_lanes(np.asarray(H, dtype=factor_dtype), shifts,
-                                     np.asarray(scale, dtype=factor_dtype), np.asarray(skip),
-                                     invert=True)
+        Hf = np.asarray(H, dtype=factor_dtype)
+        U, ok = _lapack.factor_lanes(Hf, shifts, np.asarray(scale, dtype=factor_dtype),
+                                     np.asarray(skip), invert=True,
+                                     overwrite=overwrite or Hf is not H)
         return np.swapaxes(U, -1, -2), ok
     L, ok = cholesky_per_lane(xp, H, shifts, (np.linalg.LinAlgError,), factor_dtype, scale,
                               skip)
@@ -61,8 +62,14 @@ def asarray(a):
     return np.asarray(a)
 
 
+def _put_lanes(full, part, idx):
+    out = full.astype(np.result_type(full, part))     # a copy, promoted as where() would
+    out[idx] = part
+    return out
+
+
 ops = Ops(name="numpy", cholesky=_cholesky, solve_triangular=_solve_triangular,
-          cond=cond, while_loop=while_loop, eager=True)
+          cond=cond, while_loop=while_loop, eager=True, put_lanes=_put_lanes)
 
 
 def has_float64(device=None) -> bool:

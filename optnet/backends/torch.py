@@ -33,7 +33,8 @@ def _shifted(H, shift, scale):
     return out
 
 
-def _cholesky(H, shifts, factor_dtype, scale, skip):
+def _cholesky(H, shifts, factor_dtype, scale, skip, overwrite=False):
+    overwrite = overwrite or H.dtype != factor_dtype     # (.to makes a copy then)
     H = H.to(factor_dtype)
     scale = scale.to(factor_dtype)
     k = H.shape[-1]
@@ -44,7 +45,7 @@ def _cholesky(H, shifts, factor_dtype, scale, skip):
         # returned upper-triangular array (a view), whose other triangle solves ignore.
         U, ok = _lapack.factor_lanes(H.detach().contiguous().numpy(), shifts,
                                      scale.detach().contiguous().numpy(),
-                                     skip.cpu().numpy())
+                                     skip.cpu().numpy(), overwrite=overwrite)
         return torch.from_numpy(U).mT, torch.from_numpy(ok)
     if bool(skip.any()):
         H, scale = blank_lanes(xp, H, scale, skip)
@@ -101,5 +102,10 @@ def quiet():
     return contextlib.nullcontext()
 
 
+def _put_lanes(full, part, idx):
+    dtype = torch.promote_types(full.dtype, part.dtype)     # as where() would
+    return full.to(dtype).index_copy(0, idx, part.to(dtype))
+
+
 ops = Ops(name="torch", cholesky=_cholesky, solve_triangular=_solve_triangular,
-          cond=cond, while_loop=while_loop, eager=True)
+          cond=cond, while_loop=while_loop, eager=True, put_lanes=_put_lanes)
