@@ -163,8 +163,8 @@ def _factor(xp, ops, prob: Problem, w, delta, skip, factor_dtype) -> KKTFactor:
         # Mixed precision: H is formed in the factor's precision too (its rounding is of
         # the order of the factorization's own; the product G'W^{-1}G is the costliest
         # part of a factorization, and twice as fast in float32).
-        Q = xp.astype(Q, factor_dtype)
-        G = None if G is None else xp.astype(G, factor_dtype)
+        Q = xp.astype(Q, factor_dtype) if prob.Qf is None else prob.Qf
+        G = None if G is None else (xp.astype(G, factor_dtype) if prob.Gf is None else prob.Gf)
         winv = None if winv is None else xp.astype(winv, factor_dtype)
     H, fresh = Q, False
     if prob.p:
@@ -213,6 +213,25 @@ def _solve_reg(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz):
         Gdx = mm(prob.G, dx)
         dz = winv * (Gdx if rz is None else Gdx - rz)
     return dx, dy, dz
+
+
+def solve_narrow(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz):
+    """One unrefined solve with a narrow factor (mixed precision), entirely in
+    ``prob.factor_dtype``: right-hand sides, products with ``prob.Qf``/``prob.Gf``
+    and triangular solves; the result is returned in ``prob.dtype``.
+
+    Its accuracy is the narrow dtype's (relative to the conditioning of ``K``), which
+    is what the early interior-point iterations need; ``_pdipm`` measures it and
+    factors in full precision once it no longer suffices.
+    """
+    fd = prob.factor_dtype
+
+    def nar(v):
+        return None if v is None else xp.astype(v, fd)
+
+    sub = prob._replace(Q=prob.Qf, G=prob.Gf, A=nar(prob.A), b=nar(prob.b))
+    out = _solve_reg(xp, ops, sub, F._replace(w=nar(F.w), M=nar(F.M)), nar(rx), nar(ry), nar(rz))
+    return tuple(None if v is None else xp.astype(v, prob.dtype) for v in out)
 
 
 def apply_K(xp, prob: Problem, w, dx, dy, dz, z_row: bool = True):

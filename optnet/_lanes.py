@@ -23,7 +23,7 @@ def _is_lane_array(v, B):
 def take_problem(xp, prob: Problem, idx, B: int) -> Problem:
     """``prob`` restricted to lanes ``idx`` (1-D int array); shared (lead 1) data stay shared."""
     fields = {}
-    for name in ("Q", "q", "G", "h", "A", "b", "bad", "h_free"):
+    for name in ("Q", "q", "G", "h", "A", "b", "bad", "h_free", "Qf", "Gf"):
         v = getattr(prob, name)
         if _is_lane_array(v, B) and B != 1:
             fields[name] = xp.take(v, idx, axis=0)

@@ -69,7 +69,6 @@ class Settings(NamedTuple):
     max_iter: int
     delta: float        # KKT regularization (relative, after Jacobi scaling)
     refine: int         # iterative refinement steps per interior-point solve
-    refine_narrow: int  # the same where the factor is narrower (mixed precision)
     polish_refine: int  # the same for the polish's and the derivatives' solves
     step_fraction: float
     patience: int       # iterations without progress before a nearly solved lane stalls
@@ -144,13 +143,8 @@ def default_settings(xp, prob, tol=None, max_iter=None) -> Settings:
         # G and two triangular solves against two and two). The polish and the
         # derivatives, which must be accurate to working precision, refine twice.
         refine=4 if pure_single else (1 if prob.m + prob.p > 4 * prob.n else 0),
-        # Mixed precision (float32 factor, float64 iteration): one step per solve. The
-        # directions need not be accurate to the tolerance until the last iterations,
-        # which factor in float64 (State.high); with 4 steps the paper's batch (float32)
-        # switched one iteration later, took the same iterations and reached the same
-        # accuracy, and its forward pass took 1.4x as long (torch, batch 128).
-        refine_narrow=1,
-        polish_refine=5 if single else 2,
+        # (5 where the polish factors in float32 too: without float64.)
+        polish_refine=5 if pure_single else 2,
         step_fraction=0.99,
         patience=6,
         centrality=1e-2,
@@ -425,12 +419,13 @@ def _split(v, i):
 
 
 def _solve(xp, ops, prob: Problem, cfg: Settings, high, F, rx, ry, rz):
-    """``_kkt.solve`` with ``cfg.refine`` refinement steps, ``cfg.refine_narrow`` where a
-    mixed-precision iteration factors in the narrower dtype (``high`` False)."""
+    """``_kkt.solve`` with ``cfg.refine`` refinement steps; where a mixed-precision
+    iteration factors in the narrower dtype (``high`` False), one solve in that dtype
+    (``_kkt.solve_narrow``)."""
     if prob.factor_dtype == prob.dtype:
         return _kkt.solve(xp, ops, prob, F, rx, ry, rz, cfg.refine)
     return ops.cond(high, lambda: _kkt.solve(xp, ops, prob, F, rx, ry, rz, cfg.refine),
-                    lambda: _kkt.solve(xp, ops, prob, F, rx, ry, rz, cfg.refine_narrow))
+                    lambda: _kkt.solve_narrow(xp, ops, prob, F, rx, ry, rz))
 
 
 def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
@@ -480,10 +475,13 @@ def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
     u2 = tuple(_split(v, 1) for v in both)
     high = st.high
     if prob.factor_dtype != prob.dtype:
-        # Mixed precision: once refinement with the narrow factor stops giving
-        # solves accurate well below the tolerance, factor in full precision.
+        # Mixed precision: a direction with relative error err leaves residuals of
+        # about err behind, so the narrow solves serve while err is well below the
+        # merit; once they stop (K grows ill-conditioned as s / z spreads), factor
+        # and solve in full precision. Paper's batch in float32: the switch comes after
+        # 6 of 13 iterations (the worst lane's err reaching 0.84 times its merit).
         err = _kkt.relative_error(xp, prob, F.w, tuple(_col(v) for v in u1), rhs1)
-        high = high | xp.any(active & (err > 1e-2 * cfg.polish_tol))
+        high = high | xp.any(active & (err > 1e-2 * xp.maximum(merit, cfg.polish_tol)))
     x1, y1, z1 = u1
     xi = st.x / st.tau[:, None]
     d1 = x1 - xi
@@ -554,9 +552,9 @@ def initial_state(xp, ops, prob: Problem, cfg: Settings) -> State:
     q_full = xp.broadcast_to(prob.q, (B, prob.n))
     rhs_y = _col(xp.broadcast_to(prob.b, (B, prob.m))) if prob.m else None
     rhs_z = _col(xp.broadcast_to(prob.h, (B, prob.p))) if prob.p else None
-    refine = cfg.refine if prob.factor_dtype == prob.dtype else cfg.refine_narrow
-    x, y, v = (_uncol(t) for t in _kkt.solve(xp, ops, prob, F, _col(-q_full), rhs_y, rhs_z,
-                                              refine))
+    low = xp.asarray(False, device=prob.device)
+    x, y, v = (_uncol(t) for t in _solve(xp, ops, prob, cfg, low, F, _col(-q_full), rhs_y,
+                                         rhs_z))
     if prob.m == 0:
         y = xp.zeros((B, 0), dtype=dtype, device=prob.device)
     if prob.p:
@@ -624,6 +622,10 @@ def run(xp, ops, prob: Problem, cfg: Settings, start: State | None = None):
     (about a quarter of them on the paper's batch), which only refine what the
     polish computes to working precision in one solve.
     """
+    if prob.factor_dtype != prob.dtype and prob.Qf is None:
+        # Mixed precision: the narrow copies of Q and G, made once (see _kkt.solve_narrow).
+        prob = prob._replace(Qf=xp.astype(prob.Q, prob.factor_dtype),
+                             Gf=None if prob.G is None else xp.astype(prob.G, prob.factor_dtype))
     st = initial_state(xp, ops, prob, cfg) if start is None else start
 
     def cond(st):
