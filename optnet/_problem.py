@@ -181,10 +181,10 @@ def _lane_bad(xp, a, rank: int):
 def canonicalize(xp, Q, q, G, h, A, b, *, has_float64: bool = True) -> Problem:
     """Check shapes and dtypes and bring the data to canonical form.
 
-    float32 problems are factored in float32 but iterated (residuals, iterative
-    refinement, updates) in float64 when ``has_float64``: the O(n^3) work runs
-    at single-precision speed while the answer keeps double-precision accuracy
-    (mixed-precision iterative refinement).
+    float32 problems are iterated (residuals, steps, stopping tests) in float64
+    when ``has_float64``, their KKT systems factored and solved in float32 while
+    that is accurate enough (see ``_pdipm``): the answer keeps double-precision
+    accuracy.
 
     Parameters
     ----------

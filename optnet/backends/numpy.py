@@ -4,8 +4,11 @@ NumPy has no batched triangular solve (SciPy's loops in Python, lane by lane,
 once per call). Inverting each Cholesky factor once (LAPACK ``trtri``, n^3/3
 flops, as much as the factorization) turns every later solve into one batched
 matrix product. Multiplying by an explicit triangular inverse is less accurate
-than substitution by a factor of about cond(L); the iterative refinement of
-every KKT solve absorbs that.
+than substitution by a factor of about cond(L): the refinement of the polish's
+and the derivatives' solves absorbs that, and the interior point's directions
+need no more accuracy (the same iterations as with substitution on the paper's
+batch and the hard classes). From 32 x 32 on, the factor and its inverse are
+computed lane by lane by LAPACK (``_lapack``).
 """
 
 from __future__ import annotations
