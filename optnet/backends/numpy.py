@@ -6,8 +6,9 @@ flops, as much as the factorization) turns every later solve into one batched
 matrix product. Multiplying by an explicit triangular inverse is less accurate
 than substitution by a factor of about cond(L): the refinement of the polish's
 and the derivatives' solves absorbs that, and the interior point's directions
-need no more accuracy (the same iterations as with substitution on the paper's
-batch and the hard classes). From 32 x 32 on, the factor and its inverse are
+need no more accuracy (with or without a refinement step, the same iterations
+on the paper's batch and on the hard classes but the many-rows one, where the
+interior point refines). From 32 x 32 on, the factor and its inverse are
 computed lane by lane by LAPACK (``_lapack``).
 """
 
