@@ -140,7 +140,10 @@ def default_settings(xp, prob, tol=None, max_iter=None) -> Settings:
         # iterations without it, 12 / 15 with one step; the paper's batch and the
         # other hard classes took the same iterations and reached the same accuracy,
         # and a step costs more than the solve it refines: three products with Q or
-        # G and two triangular solves against two and two). The polish and the
+        # G and two triangular solves against two and two). Where an unrefined solve
+        # turns out less accurate than the iteration needs (measured each iteration,
+        # see _iterate: a badly scaled problem, n = 150, p = 250, m = 30, stalled at
+        # iteration 27 without refinement), refinement starts. The polish and the
         # derivatives, which must be accurate to working precision, refine twice.
         refine=4 if pure_single else (1 if prob.m + prob.p > 4 * prob.n else 0),
         # (5 where the polish factors in float32 too: without float64.)
@@ -156,8 +159,9 @@ class State(NamedTuple):
 
     x (B, n), y (B, m), z (B, p), s (B, p), tau (B,), kappa (B,),
     status (B,) int32 (-1 while running), iterations (B,) int32, k () int32,
-    high () bool: factor in the iteration dtype from now on (mixed precision
-    only; set once a narrow factorization no longer gives accurate solves).
+    high () bool: set once the solves are found not accurate enough: from then on
+    factor in the iteration dtype (mixed precision), or refine once (where
+    ``cfg.refine`` is 0).
     best (B,): the smallest merit (largest scaled residual, see ``classify``)
     seen so far, and kept: the iterate ``(x, y, z, s, tau)`` that had it (where
     a lane ends unsolved, the polish starts from there); anchor (B,): the
@@ -421,9 +425,13 @@ def _split(v, i):
 def _solve(xp, ops, prob: Problem, cfg: Settings, high, F, rx, ry, rz):
     """``_kkt.solve`` with ``cfg.refine`` refinement steps; where a mixed-precision
     iteration factors in the narrower dtype (``high`` False), one solve in that dtype
-    (``_kkt.solve_narrow``)."""
+    (``_kkt.solve_narrow``). Without mixed precision, ``high`` (the unrefined solves
+    were found not accurate enough) means at least one refinement step."""
     if prob.factor_dtype == prob.dtype:
-        return _kkt.solve(xp, ops, prob, F, rx, ry, rz, cfg.refine)
+        if cfg.refine:
+            return _kkt.solve(xp, ops, prob, F, rx, ry, rz, cfg.refine)
+        return ops.cond(high, lambda: _kkt.solve(xp, ops, prob, F, rx, ry, rz, 1),
+                        lambda: _kkt.solve(xp, ops, prob, F, rx, ry, rz, 0))
     return ops.cond(high, lambda: _kkt.solve(xp, ops, prob, F, rx, ry, rz, cfg.refine),
                     lambda: _kkt.solve_narrow(xp, ops, prob, F, rx, ry, rz))
 
@@ -474,12 +482,14 @@ def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
     u1 = tuple(_split(v, 0) for v in both)
     u2 = tuple(_split(v, 1) for v in both)
     high = st.high
-    if prob.factor_dtype != prob.dtype:
+    if prob.factor_dtype != prob.dtype or not cfg.refine:
         # Mixed precision: a direction with relative error err leaves residuals of
         # about err behind, so the narrow solves serve while err is well below the
         # merit; once they stop (K grows ill-conditioned as s / z spreads), factor
         # and solve in full precision. Paper's batch in float32: the switch comes after
         # 6 of 13 iterations (the worst lane's err reaching 0.84 times its merit).
+        # Unrefined full-precision solves likewise turn refined (a badly scaled
+        # problem, n = 150, p = 250, m = 30, stalled without: see default_settings).
         err = _kkt.relative_error(xp, prob, F.w, tuple(_col(v) for v in u1), rhs1)
         high = high | xp.any(active & (err > 1e-2 * xp.maximum(merit, cfg.polish_tol)))
     x1, y1, z1 = u1
