@@ -274,17 +274,3 @@ def solve(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz, refine: int):
         corr = _solve_reg(xp, ops, prob, F, rx - kx, ry - ky if prob.m else None, None)
         sol = tuple(None if a is None else a + c for a, c in zip(sol, corr, strict=False))
     return sol
-
-
-def relative_error(xp, prob: Problem, w, sol, rhs):
-    """Per-lane ``|K sol - rhs|_inf / max(|rhs|_inf, |K sol|_inf)``, shape (B,)."""
-    err = scale = None
-    for k, r in zip(apply_K(xp, prob, w, *sol), rhs, strict=False):
-        if r is None:
-            continue
-        e = xp.max(xp.abs(k - r), axis=(-2, -1))
-        c = xp.maximum(xp.max(xp.abs(r), axis=(-2, -1)), xp.max(xp.abs(k), axis=(-2, -1)))
-        err = e if err is None else xp.maximum(err, e)
-        scale = c if scale is None else xp.maximum(scale, c)
-    tiny = xp.finfo(err.dtype).smallest_normal
-    return err / xp.maximum(scale, tiny)
