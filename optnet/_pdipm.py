@@ -159,9 +159,12 @@ class State(NamedTuple):
 
     x (B, n), y (B, m), z (B, p), s (B, p), tau (B,), kappa (B,),
     status (B,) int32 (-1 while running), iterations (B,) int32, k () int32,
-    high () bool: set once the solves are found not accurate enough: from then on
-    factor in the iteration dtype (mixed precision), or refine once (where
-    ``cfg.refine`` is 0).
+    level () int32: how accurate the interior point's solves are. 0 (mixed
+    precision only, where it starts): factor and solve in ``prob.factor_dtype``;
+    1 (where the others start): factor in the iteration dtype, refine
+    ``cfg.refine`` times; 2: the same, refining at least once. It rises by one
+    whenever a solve is measured less accurate than the iteration needs (see
+    ``_iterate``).
     best (B,): the smallest merit (largest scaled residual, see ``classify``)
     seen so far, and kept: the iterate ``(x, y, z, s, tau)`` that had it (where
     a lane ends unsolved, the polish starts from there); anchor (B,): the
@@ -180,7 +183,7 @@ class State(NamedTuple):
     status: Any
     iterations: Any
     k: Any
-    high: Any
+    level: Any
     best: Any
     kept: Any
     anchor: Any
@@ -422,18 +425,19 @@ def _split(v, i):
     return None if v is None else v[..., i]
 
 
-def _solve(xp, ops, prob: Problem, cfg: Settings, high, F, rx, ry, rz):
-    """``_kkt.solve`` with ``cfg.refine`` refinement steps; where a mixed-precision
-    iteration factors in the narrower dtype (``high`` False), one solve in that dtype
-    (``_kkt.solve_narrow``). Without mixed precision, ``high`` (the unrefined solves
-    were found not accurate enough) means at least one refinement step."""
-    if prob.factor_dtype == prob.dtype:
+def _solve(xp, ops, prob: Problem, cfg: Settings, level, F, rx, ry, rz):
+    """``_kkt.solve`` at the accuracy ``level`` asks (see ``State``): at level 0, one
+    solve in the narrow dtype (``_kkt.solve_narrow``); at level 1, ``cfg.refine``
+    refinement steps; at level 2, at least one."""
+    def full():
         if cfg.refine:
             return _kkt.solve(xp, ops, prob, F, rx, ry, rz, cfg.refine)
-        return ops.cond(high, lambda: _kkt.solve(xp, ops, prob, F, rx, ry, rz, 1),
+        return ops.cond(level > 1, lambda: _kkt.solve(xp, ops, prob, F, rx, ry, rz, 1),
                         lambda: _kkt.solve(xp, ops, prob, F, rx, ry, rz, 0))
-    return ops.cond(high, lambda: _kkt.solve(xp, ops, prob, F, rx, ry, rz, cfg.refine),
-                    lambda: _kkt.solve_narrow(xp, ops, prob, F, rx, ry, rz))
+
+    if prob.factor_dtype == prob.dtype:
+        return full()
+    return ops.cond(level > 0, full, lambda: _kkt.solve_narrow(xp, ops, prob, F, rx, ry, rz))
 
 
 def _u1_error(xp, prob: Problem, Qx1, x1, y1, z1):
@@ -489,7 +493,7 @@ def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
     w = st.s / st.z if prob.p else None
     if prob.p:
         w = xp.where(active[:, None], w, xp.ones_like(w))
-    F = _kkt.factor(xp, ops, prob, w, cfg.delta, ~active, st.high)
+    F = _kkt.factor(xp, ops, prob, w, cfg.delta, ~active, st.level > 0)
     status = xp.where(active & ~F.ok, int(Status.NUMERICAL_ERROR), status)
     active = status == RUNNING
 
@@ -502,11 +506,11 @@ def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
             _col(xp.broadcast_to(prob.h, (B, prob.p))) if prob.p else None)
     ds_a = st.s * st.z if prob.p else None
     rhs2 = _u2_rhs(prob, st, res.rx, res.ry, res.rz, ds_a)
-    both = _solve(xp, ops, prob, cfg, st.high, F,
+    both = _solve(xp, ops, prob, cfg, st.level, F,
                   *(_cat(xp, a, b) for a, b in zip(rhs1, rhs2)))
     u1 = tuple(_split(v, 0) for v in both)
     u2 = tuple(_split(v, 1) for v in both)
-    high = st.high
+    level = st.level
     x1, y1, z1 = u1
     xi = st.x / st.tau[:, None]
     d1 = x1 - xi
@@ -520,7 +524,10 @@ def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
         # Unrefined full-precision solves likewise turn refined (a badly scaled
         # problem, n = 150, p = 250, m = 30, stalled without: see default_settings).
         err = _u1_error(xp, prob, Qd1 + res.Qx / st.tau[:, None], x1, y1, z1)
-        high = high | xp.any(active & (err > 1e-2 * xp.maximum(merit, cfg.polish_tol)))
+        # Mixed precision climbs twice: the float64 factor's unrefined solves may
+        # in turn fall short (the slow-size badly scaled problem in float32).
+        worse = xp.any(active & (err > 1e-2 * xp.maximum(merit, cfg.polish_tol)))
+        level = xp.where(worse & (level < 2), level + 1, level)
     denom = st.kappa / st.tau + vdot(xp, d1, Qd1)
     if prob.p:
         denom = denom + vdot(xp, z1 * z1, w)
@@ -547,7 +554,7 @@ def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
     rhs_c = _u2_rhs(prob, st, one_m[:, None] * res.rx,
                     None if res.ry is None else one_m[:, None] * res.ry,
                     None if res.rz is None else one_m[:, None] * res.rz, ds_c)
-    u2c = tuple(_uncol(v) for v in _solve(xp, ops, prob, cfg, st.high, F, *rhs_c))
+    u2c = tuple(_uncol(v) for v in _solve(xp, ops, prob, cfg, st.level, F, *rhs_c))
     cor = _direction(xp, prob, st, u1, u2c, one_m * res.rtau, ds_c, dkappa_c)
     dx, dy, dz, dsl, dtau, dkappa = cor
     alpha = xp.minimum(cfg.step_fraction * _step_length(xp, st, dz, dsl, dtau, dkappa), 1.0)
@@ -570,7 +577,7 @@ def _iterate(xp, ops, prob: Problem, cfg: Settings, st: State) -> State:
     tau = xp.where(active, st.tau + alpha * dtau, st.tau)
     kappa = xp.where(active, st.kappa + alpha * dkappa, st.kappa)
     iterations = st.iterations + xp.astype(active, xp.int32)
-    return State(x, y, z, s, tau, kappa, status, iterations, st.k + 1, high,
+    return State(x, y, z, s, tau, kappa, status, iterations, st.k + 1, level,
                  best, kept, anchor, since, st.data_norm)
 
 
@@ -588,8 +595,8 @@ def initial_state(xp, ops, prob: Problem, cfg: Settings) -> State:
     q_full = xp.broadcast_to(prob.q, (B, prob.n))
     rhs_y = _col(xp.broadcast_to(prob.b, (B, prob.m))) if prob.m else None
     rhs_z = _col(xp.broadcast_to(prob.h, (B, prob.p))) if prob.p else None
-    low = xp.asarray(False, device=prob.device)
-    x, y, v = (_uncol(t) for t in _solve(xp, ops, prob, cfg, low, F, _col(-q_full), rhs_y,
+    level = xp.asarray(0, dtype=xp.int32, device=prob.device)
+    x, y, v = (_uncol(t) for t in _solve(xp, ops, prob, cfg, level, F, _col(-q_full), rhs_y,
                                          rhs_z))
     if prob.m == 0:
         y = xp.zeros((B, 0), dtype=dtype, device=prob.device)
@@ -611,7 +618,8 @@ def initial_state(xp, ops, prob: Problem, cfg: Settings) -> State:
     return State(x=x, y=y, z=z, s=s, tau=ones, kappa=ones, status=status,
                  iterations=xp.zeros((B,), dtype=xp.int32, device=prob.device),
                  k=xp.asarray(0, dtype=xp.int32, device=prob.device),
-                 high=xp.asarray(False, device=prob.device),
+                 level=xp.asarray(0 if prob.factor_dtype != prob.dtype else 1, dtype=xp.int32,
+                                  device=prob.device),
                  best=xp.full((B,), xp.inf, dtype=dtype, device=prob.device),
                  kept=(x, y, z, s, ones),
                  anchor=xp.full((B,), xp.inf, dtype=dtype, device=prob.device),
