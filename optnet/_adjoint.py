@@ -136,7 +136,10 @@ def _kkt_solve(ctx, ok, rx, ry, rz):
     if parts:
         rnu = xp.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
         rnu = rnu[..., None]
-    u, v = solve_active(xp, ctx.ops, system, rx[..., None], rnu, ctx.cfg.polish_refine)
+    # Every refinement step, not only those that gain (lanes=None): the backward may run
+    # under torch.func's vmap (jacrev), where no value may steer Python.
+    u, v = solve_active(xp, ctx.ops, system, rx[..., None], rnu, ctx.cfg.polish_refine,
+                        None)
     dx = xp.where(k, u[..., 0], 0.0)
     dy = dz = None
     if prob.m:

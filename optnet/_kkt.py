@@ -251,19 +251,25 @@ def apply_K(xp, prob: Problem, w, dx, dy, dz, z_row: bool = True):
     return ox, oy, oz
 
 
-def solve(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz, refine: int):
-    """Solve ``K [dx; dy; dz] = [rx; ry; rz]`` with ``refine`` refinement steps.
+def solve(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz, refine: int, lanes=None):
+    """Solve ``K [dx; dy; dz] = [rx; ry; rz]`` with up to ``refine`` refinement steps.
 
     Parameters
     ----------
     rx : (B, n, k)   ry : (B, m, k) or None   rz : (B, p, k) or None
         Right-hand sides (k columns solved at once).
+    refine : int
+        Refinement steps. All are taken unless ``lanes`` is given.
+    lanes : (B,) bool or None
+        The lanes whose solution matters. Given, an eager backend stops refining
+        once no lane of ``lanes`` gains from another step (see ``_refined_enough``).
 
     Returns
     -------
     dx : (B, n, k), dy : (B, m, k) or None, dz : (B, p, k) or None
     """
     sol = _solve_reg(xp, ops, prob, F, rx, ry, rz)
+    last = None
     for _ in range(refine):
         # The third block row needs no refinement: _solve_reg sets dz = W^{-1}(G dx - rz),
         # so rz - (G dx - W dz) is a rounding error of that very product, relative to
@@ -271,6 +277,36 @@ def solve(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz, refine: int):
         # it as zero spares two products with G per step (G dx here, G'(W^{-1} rz) in
         # the correction); dz of the sum is still W^{-1}(G dx - rz) up to rounding.
         kx, ky, _ = apply_K(xp, prob, F.w, *sol, z_row=False)
-        corr = _solve_reg(xp, ops, prob, F, rx - kx, ry - ky if prob.m else None, None)
+        ex, ey = rx - kx, (ry - ky if prob.m else None)
+        if lanes is not None and ops.eager:
+            done, last = _refined_enough(xp, prob, lanes, last, (rx, kx, ex), (ry, ky, ey))
+            if done:
+                break
+        corr = _solve_reg(xp, ops, prob, F, ex, ey, None)
         sol = tuple(None if a is None else a + c for a, c in zip(sol, corr, strict=False))
     return sol
+
+
+def _refined_enough(xp, prob: Problem, lanes, last, xrow, yrow):
+    """Whether a refinement step would gain nothing, and the residuals (B,) it measured.
+
+    A lane's relative residual is ``max |r - K u| / max(|r|, |K u|)``, maxima over the
+    first two block rows together (the third is exact, see ``solve``). A step gains
+    nothing on a lane whose residual is at the rounding level of forming it,
+    ``(n + m) eps``, or fell by less than half in the last step (the step's own
+    rounding then dominates). On the paper's batch (float64) the polish's first solve
+    leaves at most 4e-13, one step 2.9e-13 and a second 2.6e-13.
+    """
+    def amax(v):
+        return xp.max(xp.abs(v), axis=(-2, -1))
+
+    (rx, kx, ex), (ry, ky, ey) = xrow, yrow
+    top, scale = amax(ex), xp.maximum(amax(rx), amax(kx))
+    if prob.m:
+        top = xp.maximum(top, amax(ey))
+        scale = xp.maximum(scale, xp.maximum(amax(ry), amax(ky)))
+    err = top / xp.maximum(scale, xp.finfo(top.dtype).smallest_normal)
+    gains = lanes & (err > (prob.n + prob.m) * xp.finfo(err.dtype).eps)
+    if last is not None:
+        gains = gains & (err < 0.5 * last)
+    return not bool(xp.any(gains)), err

@@ -48,12 +48,14 @@ def take_state(xp, st, idx, B: int):
     return sel(st)
 
 
-def put_state(xp, full, part, idx, B: int, ops=None):
+def put_state(xp, full, part, idx, B: int, ops=None, inplace: bool = False):
     """Write ``part`` (lanes ``idx``, sorted) back into ``full`` (B lanes), a (nested) NamedTuple.
 
     Whatever is not a lane array of ``full`` (0-d scalars, Python values) is taken from ``part``.
     With ``ops`` whose ``put_lanes`` is set, arrays of more than two dimensions are
-    written with it (one copy of ``full`` instead of a gather and a selection).
+    written with it (one copy of ``full`` instead of a gather and a selection), and
+    with ``inplace`` (every such array of ``full`` is the caller's temporary) into
+    ``full`` itself where the backend can: only the lanes ``idx`` are written.
     """
     k = idx.shape[0]
     lanes = xp.arange(B, dtype=idx.dtype, device=getattr(idx, "device", None))
@@ -67,7 +69,7 @@ def put_state(xp, full, part, idx, B: int, ops=None):
         if not _is_lane_array(f, B):
             return p
         if ops is not None and ops.put_lanes is not None and len(f.shape) > 2:
-            return ops.put_lanes(f, p, idx)
+            return ops.put_lanes(f, p, idx, inplace)
         mask = xp.reshape(member, (B,) + (1,) * (len(f.shape) - 1))
         return xp.where(mask, xp.take(p, pos, axis=0), f)
 

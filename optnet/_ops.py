@@ -47,11 +47,14 @@ class Ops(NamedTuple):
         True where arrays have concrete values (no tracing): the core may
         then read values on the host and use data-dependent shapes, e.g. to
         iterate only the lanes still running.
-    put_lanes : callable ``(full, part, idx) -> array`` or None
-        Eager backends only, optional: a copy of ``full`` (B, ...) with the
-        lanes ``idx`` (1-D int array, sorted) replaced by ``part`` (len(idx), ...);
-        ``full`` is not modified. (The Array API has no scatter: without it
-        ``_lanes`` gathers ``part`` to B lanes and selects.)
+    put_lanes : callable ``(full, part, idx, inplace) -> array`` or None
+        Eager backends only, optional: ``full`` (B, ...) with the lanes ``idx``
+        (1-D int array, sorted) replaced by ``part`` (len(idx), ...). Without
+        ``inplace`` a copy, ``full`` not modified; with it (the caller owns
+        ``full``), ``full`` itself is written where the backend can (a writable,
+        not broadcast array of the result's dtype) and returned. (The Array API
+        has no scatter: without ``put_lanes`` ``_lanes`` gathers ``part`` to B
+        lanes and selects.)
     """
 
     name: str
@@ -60,7 +63,7 @@ class Ops(NamedTuple):
     cond: Callable[[Any, Callable, Callable], Any]
     while_loop: Callable[[Callable, Callable, Any], Any]
     eager: bool = False
-    put_lanes: Callable[[Any, Any, Any], Any] | None = None
+    put_lanes: Callable[[Any, Any, Any, bool], Any] | None = None
 
 
 def blank_lanes(xp, H, scale, skip):

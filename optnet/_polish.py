@@ -115,7 +115,10 @@ def active_system(xp, ops, prob: Problem, cfg, pt: Point, lanes, act=None,
     rho = xp.where(both, trQ / xp.where(both, trE, 1.0), 1.0)[:, None]
     Qr = prob.Q + rho[:, :, None] * EtE
     qr = prob.q - rho * mtv(E, e)
-    sub = prob._replace(Q=Qr, q=qr, G=None, h=None, A=E, b=e, m=E.shape[-2], p=0)
+    # (No narrow copies: the polish factors in the iteration dtype. Every array of more
+    # than two dimensions in the system is then this function's own: see polish.)
+    sub = prob._replace(Q=Qr, q=qr, G=None, h=None, A=E, b=e, m=E.shape[-2], p=0,
+                        Qf=None, Gf=None)
 
     def fresh():
         return _kkt.factor(xp, ops, sub, None, cfg.delta, ~lanes,
@@ -125,8 +128,10 @@ def active_system(xp, ops, prob: Problem, cfg, pt: Point, lanes, act=None,
     return ActiveSystem(sub, F, act, rho)
 
 
-def solve_active(xp, ops, system: ActiveSystem, rx, rnu, refine):
-    """Solve ``[[Q, E'], [E, 0]] [u; v] = [rx; rnu]`` (rx (B, n, k), rnu (B, m+p, k) or None).
+def solve_active(xp, ops, system: ActiveSystem, rx, rnu, refine, lanes):
+    """Solve ``[[Q, E'], [E, 0]] [u; v] = [rx; rnu]`` (rx (B, n, k), rnu (B, m+p, k) or None)
+    with up to ``refine`` refinement steps, taken while they gain on some of ``lanes`` (B,)
+    (``_kkt.solve``; all of them where ``lanes`` is None).
 
     The factored matrix carries ``rho E'E`` in its leading block, so the
     right-hand side gets ``rho E' rnu`` added (the same solution, since
@@ -134,10 +139,10 @@ def solve_active(xp, ops, system: ActiveSystem, rx, rnu, refine):
     """
     sub = system.sub
     if rnu is None:
-        u, _, _ = _kkt.solve(xp, ops, sub, system.F, rx, None, None, refine)
+        u, _, _ = _kkt.solve(xp, ops, sub, system.F, rx, None, None, refine, lanes)
         return u, None
     rx = rx + system.rho[:, :, None] * mtm(xp, sub.A, rnu)
-    u, v, _ = _kkt.solve(xp, ops, sub, system.F, rx, rnu, None, refine)
+    u, v, _ = _kkt.solve(xp, ops, sub, system.F, rx, rnu, None, refine, lanes)
     return u, v
 
 
@@ -198,10 +203,11 @@ def _attempt(xp, ops, prob: Problem, cfg, pt: Point, system: ActiveSystem, lanes
         nu0 = xp.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
         rx = rx - mtv(sub.A, nu0)
         rnu = sub.b - mv(sub.A, x0)
-        dx, dnu = solve_active(xp, ops, system, rx[..., None], rnu[..., None], refine)
+        dx, dnu = solve_active(xp, ops, system, rx[..., None], rnu[..., None], refine,
+                               lanes)
         nu = nu0 + dnu[..., 0]
     else:
-        dx, _ = solve_active(xp, ops, system, rx[..., None], None, refine)
+        dx, _ = solve_active(xp, ops, system, rx[..., None], None, refine, lanes)
     x = x0 + dx[..., 0]
     ok = lanes & system.F.ok & xp.all(xp.isfinite(x), axis=-1)
     y, z, s = pt.y, pt.z, pt.s
@@ -288,7 +294,11 @@ def polish(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, max_swaps: in
     o, sy, r = _swaps(xp, ops, sub, cfg, sel(pt), sel(solved), sel(rescue), sel(system),
                       sel(att), sel(done), sel(rescued), sel(out), max_swaps)
     out = _lanes.put_state(xp, out, o, idx, B)
-    system = _lanes.put_state(xp, system, sy, idx, B, ops)
+    # In place: with inequalities every (B, ...) array of more than two dimensions in
+    # the system (Q + rho E'E, E, the factors) was made by active_system, and only
+    # the swapped lanes are written (a copy of all five costs 5 x 10 MB at batch 128,
+    # n = p = 100).
+    system = _lanes.put_state(xp, system, sy, idx, B, ops, inplace=True)
     rescued = _lanes.put_state(xp, (rescued,), (r,), idx, B)[0]
     return out, system, rescued
 

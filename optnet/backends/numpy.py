@@ -66,8 +66,12 @@ def asarray(a):
     return np.asarray(a)
 
 
-def _put_lanes(full, part, idx):
-    out = full.astype(np.result_type(full, part))     # a copy, promoted as where() would
+def _put_lanes(full, part, idx, inplace=False):
+    dtype = np.result_type(full, part)                 # promoted as where() would
+    if inplace and full.dtype == dtype and full.flags.writeable:
+        full[idx] = part
+        return full
+    out = full.astype(dtype)                           # a copy
     out[idx] = part
     return out
 

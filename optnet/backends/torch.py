@@ -7,8 +7,6 @@ their device; the loop is a Python loop (eager).
 
 from __future__ import annotations
 
-import contextlib
-
 import array_api_compat.torch as xp
 import numpy as np
 import torch
@@ -99,11 +97,21 @@ def has_float64(device=None) -> bool:
 
 
 def quiet():
-    return contextlib.nullcontext()
+    """The solver's context: autograd records nothing. (Differentiating through the
+    iterations would give wrong gradients -- the shifts, clamps and active-set choices
+    are not differentiable -- and is slower than the adjoint: gradients come from
+    ``optnet.torch.solve`` or ``optnet.vjp`` / ``optnet.jvp``.)"""
+    return torch.no_grad()
 
 
-def _put_lanes(full, part, idx):
+def _put_lanes(full, part, idx, inplace=False):
     dtype = torch.promote_types(full.dtype, part.dtype)     # as where() would
+    # In place only where autograd records nothing (optnet.solve differentiated through
+    # its iterations keeps these arrays in its graph; optnet.torch.solve's forward and
+    # torch.no_grad() record nothing), and not into a broadcast array.
+    if inplace and full.dtype == dtype and not torch.is_grad_enabled() \
+            and 0 not in full.stride():
+        return full.index_copy_(0, idx, part.to(dtype))
     return full.to(dtype).index_copy(0, idx, part.to(dtype))
 
 
