@@ -64,11 +64,12 @@ def solve(Q, q, G=None, h=None, A=None, b=None, *, backend=None, tol=None, max_i
     QPSolution
         Arrays of the backend's library with batch shape the broadcast of the
         inputs' batch shapes. The computation runs in float64 if any input is
-        float64, else float32; integer inputs are promoted. The frameworks'
-        autodiff does not differentiate this function (PyTorch records nothing,
-        JAX refuses reverse mode through its loop): derivatives come from
-        :func:`optnet.vjp` / :func:`optnet.jvp` on the solution, or from the
-        differentiable ``optnet.torch.solve`` and ``optnet.jax.solve``.
+        float64, else float32; integer inputs are promoted. Not meant for the
+        frameworks' autodiff (PyTorch records nothing; JAX's reverse mode stops
+        at its loop, and its forward mode would differentiate the iterations
+        rather than the solution): derivatives come from :func:`optnet.vjp` /
+        :func:`optnet.jvp` on the solution, or from the differentiable
+        ``optnet.torch.solve`` and ``optnet.jax.solve``.
     """
     args = {"Q": Q, "q": q, "G": G, "h": h, "A": A, "b": b}
     be, args = _convert(args, backend)
