@@ -82,7 +82,7 @@ def _lanes_of(ctx, name, v, core_shape, *, like=None):
                          f"{tuple(v.shape)}.")
     if not (xp.isdtype(v.dtype, "real floating") or xp.isdtype(v.dtype, "integral")):
         raise ValueError(f"{name} must have a real floating dtype; received dtype {v.dtype}.")
-    v = xp.astype(v, prob.dtype)
+    v = xp.astype(v, prob.dtype, copy=False)
     rank = len(core_shape)
     B = math.prod(bs)
     batch_v = tuple(v.shape[: v.ndim - rank])
@@ -149,8 +149,11 @@ def _kkt_solve(ctx, ok, rx, ry, rz):
     return dx, dy, dz
 
 
-def _outer(a, b):
-    return a[:, :, None] * b[:, None, :]
+def _outer2(xp, a1, b1, a2, b2):
+    """``a1 b1' + a2 b2'`` per lane (a (B, r), b (B, c)) as one product of rank 2: one
+    (B, r, c) array written, instead of two outer products, their sum and its scaling
+    (at batch 128, n = p = 100, 40 MB fewer fresh pages for the gradients of Q and G)."""
+    return xp.stack((a1, a2), axis=-1) @ xp.stack((b1, b2), axis=-2)
 
 
 def vjp(sol: QPSolution, dx, dz=None, dy=None) -> QPGrads:
@@ -191,14 +194,14 @@ def vjp(sol: QPSolution, dx, dz=None, dy=None) -> QPGrads:
     ux, uy, uz = _kkt_solve(ctx, ok, gx, full(gy, prob.m) if prob.m else None,
                             full(gz, prob.p) if prob.p else None)
     grads = {
-        "Q": -0.5 * (_outer(ux, x) + _outer(x, ux)),
+        "Q": _outer2(xp, -0.5 * ux, x, -0.5 * x, ux),
         "q": -ux,
     }
     if prob.m:
-        grads["A"] = -(_outer(y, ux) + _outer(uy, x))
+        grads["A"] = _outer2(xp, -y, ux, -uy, x)
         grads["b"] = uy
     if prob.p:
-        grads["G"] = -(_outer(z, ux) + _outer(uz, x))
+        grads["G"] = _outer2(xp, -z, ux, -uz, x)
         grads["h"] = uz
     out = {}
     for name, shape in prob.in_shapes.items():
@@ -208,7 +211,7 @@ def vjp(sol: QPSolution, dx, dz=None, dy=None) -> QPGrads:
             out[name] = xp.zeros(shape, dtype=prob.out_dtype, device=prob.device)
             continue
         g = _sum_to_shape(xp, g, shape, prob.batch_shape, rank)
-        out[name] = xp.astype(g, prob.out_dtype)
+        out[name] = xp.astype(g, prob.out_dtype, copy=False)
     return QPGrads(**{k: out.get(k) for k in QPGrads._fields})
 
 
