@@ -226,7 +226,7 @@ def canonicalize(xp, Q, q, G, h, A, b, *, has_float64: bool = True) -> Problem:
     # Arrays are created on the inputs' device, or left to the library's default
     # placement when some input is traced.
     dev = known.pop() if known and None not in devices.values() else None
-    lanes = {k: _to_lanes(xp, xp.astype(a, dtype), CORE_RANK[k], batch_shape, B)
+    lanes = {k: _to_lanes(xp, xp.astype(a, dtype, copy=False), CORE_RANK[k], batch_shape, B)
              for k, a in arrays.items()}
     bad = xp.zeros((B,), dtype=xp.bool, device=dev)
     h_free = None

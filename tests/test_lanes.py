@@ -121,3 +121,34 @@ def test_torch_gradients_on_a_batch_with_swapped_lanes():
     assert sol.x.grad_fn is None and not sol.x.requires_grad
     ref = optnet.vjp(sol, torch.ones((B, n), dtype=torch.float64))
     np.testing.assert_allclose(q.grad.numpy(), _host(ref.q), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_inputs_are_never_written(backend):
+    """The solver works on the caller's arrays without copying them where their dtype is
+    already the iteration's: none is written, through the in-place Cholesky of temporaries,
+    the in-place merge of swapped lanes, equilibration or the derivatives (badly scaled
+    lanes, which are equilibrated and resume after a missed early polish, with paper-batch
+    lanes whose polish swaps rows)."""
+    from hard_qps import hard_batch
+
+    conv = BACKENDS[backend][1]
+    hard = hard_batch("badly_scaled", 0, 4)
+    n, p, m = hard["q"].shape[-1], hard["G"].shape[-2], hard["A"].shape[-2]
+    paper = paper_problem(np.random.default_rng(3), 12, n, p)
+    rng = np.random.default_rng(1)
+    data = {k: np.concatenate([hard[k], paper[k]]) for k in ("Q", "q", "G", "h")}
+    data["A"] = np.concatenate([hard["A"], rng.standard_normal((12, m, n))])
+    x0 = rng.standard_normal((12, n))
+    data["b"] = np.concatenate([hard["b"], np.einsum("bmn,bn->bm", data["A"][4:], x0)])
+    paper_h = np.einsum("bpn,bn->bp", data["G"][4:], x0) + rng.uniform(size=(12, p))
+    data["h"] = np.concatenate([hard["h"], paper_h])
+    before = {k: v.copy() for k, v in data.items()}
+    args = {k: conv(v) for k, v in data.items()}
+    with torch.no_grad():
+        sol = optnet.solve(**args, backend=backend)
+    assert (_host(sol.status) == int(optnet.Status.SOLVED)).all(), _host(sol.status)
+    optnet.vjp(sol, conv(np.ones((16, n))))
+    optnet.jvp(sol, **{"d" + k: conv(np.ones_like(v)) for k, v in data.items()})
+    for k, v in args.items():
+        np.testing.assert_array_equal(_host(v), before[k], err_msg=k)
