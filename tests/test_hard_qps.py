@@ -152,12 +152,14 @@ CASES32 = [(name, seed, "default") for name in FLOAT32_CLASSES for seed in SEEDS
     pytest.param("badly_scaled", seed, "slow", marks=pytest.mark.slow) for seed in SLOW_SEEDS]
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
 @pytest.mark.parametrize(("name", "seed", "size"), CASES32, ids=_ids)
-def test_hard_qp_float32(name, seed, size):
+def test_hard_qp_float32(name, seed, size, backend):
     """A hard problem in float32 (mixed precision: float32 factors while they serve, then
-    float64 ones, refined once they too fall short): SOLVED, objective and feasibility to
-    1e-5 against the reference solver on the same rounded data. The slow badly_scaled seed
-    1 stalled (NUMERICAL_ERROR at iteration 23) while the float64 factors went unrefined."""
+    float64 ones, refined once they too fall short), NumPy and torch backends: SOLVED,
+    objective and feasibility to 1e-5 against the reference solver on the same rounded
+    data. The slow badly_scaled seed 1 stalled (NUMERICAL_ERROR at iteration 23) while the
+    float64 factors went unrefined."""
     from reference import SOLVED, reference_solve
 
     problem = {k: None if v is None else np.asarray(v, np.float32)
@@ -165,11 +167,12 @@ def test_hard_qp_float32(name, seed, size):
     data = {k: None if v is None else v.astype(np.float64) for k, v in problem.items()}
     ref = reference_solve(**data)
     assert ref.status == SOLVED, ref.status
-    sol = optnet.solve(**problem, backend="numpy")
-    assert np.asarray(sol.x).dtype == np.float32
+    sol = optnet.solve(**problem, backend=backend)
+    x = np.asarray(sol.x)
+    assert x.dtype == np.float32
     status = optnet.Status(int(sol.status))
-    oerr = objective_error(data, sol.x, ref.x, ref.objective)
-    viol = violation(data, sol.x)
+    oerr = objective_error(data, x, ref.x, ref.objective)
+    viol = violation(data, x)
     assert status == optnet.Status.SOLVED and oerr <= TOL32 and viol <= TOL32, (
         f"{name} seed {seed} ({size}): {status.name}, objective error {oerr:.2e}, "
         f"violation {viol:.2e}, iterations {int(sol.iterations)}")
