@@ -277,36 +277,45 @@ def solve(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz, refine: int, lanes=N
         # it as zero spares two products with G per step (G dx here, G'(W^{-1} rz) in
         # the correction); dz of the sum is still W^{-1}(G dx - rz) up to rounding.
         kx, ky, _ = apply_K(xp, prob, F.w, *sol, z_row=False)
-        ex, ey = rx - kx, (ry - ky if prob.m else None)
         if lanes is not None and ops.eager:
-            done, last = _refined_enough(xp, prob, lanes, last, (rx, kx, ex), (ry, ky, ey))
+            done, last = _refined_enough(xp, prob, lanes, last, (kx, rx), (ky, ry))
             if done:
                 break
-        corr = _solve_reg(xp, ops, prob, F, ex, ey, None)
+        corr = _solve_reg(xp, ops, prob, F, rx - kx, ry - ky if prob.m else None, None)
         sol = tuple(None if a is None else a + c for a, c in zip(sol, corr, strict=False))
     return sol
+
+
+def relative_residual(xp, pairs, axis, scale=None):
+    """Per lane, ``max |k - r| / max(|k|, |r|, scale)`` over the pairs ``(k, r)`` of
+    ``K u`` and its right-hand side (maxima over ``axis`` and over the pairs).
+
+    ``scale`` (broadcasting to the result) enlarges the denominator, e.g. with the size
+    of a block row that is not compared.
+    """
+    top = big = None
+    for k, r in pairs:
+        e = xp.max(xp.abs(k - r), axis=axis)
+        c = xp.maximum(xp.max(xp.abs(k), axis=axis), xp.max(xp.abs(r), axis=axis))
+        top = e if top is None else xp.maximum(top, e)
+        big = c if big is None else xp.maximum(big, c)
+    if scale is not None:
+        big = xp.maximum(big, scale)
+    return top / xp.maximum(big, xp.finfo(top.dtype).smallest_normal)
 
 
 def _refined_enough(xp, prob: Problem, lanes, last, xrow, yrow):
     """Whether a refinement step would gain nothing, and the residuals (B,) it measured.
 
-    A lane's relative residual is ``max |r - K u| / max(|r|, |K u|)``, maxima over the
-    first two block rows together (the third is exact, see ``solve``). A step gains
-    nothing on a lane whose residual is at the rounding level of forming it,
+    A lane's relative residual is ``relative_residual`` of the first two block rows
+    (``xrow``, ``yrow``: pairs ``(K u, r)``; the third row is exact, see ``solve``). A
+    step gains nothing on a lane whose residual is at the rounding level of forming it,
     ``(n + m) eps``, or fell by less than half in the last step (the step's own
     rounding then dominates). On the paper's batch (float64, n = 100, m + p = 100 rows in
     the polish: threshold 4.4e-14) the polish's first solve leaves at most 5.6e-14 and
     one step 4.1e-14, so the second step is not taken.
     """
-    def amax(v):
-        return xp.max(xp.abs(v), axis=(-2, -1))
-
-    (rx, kx, ex), (ry, ky, ey) = xrow, yrow
-    top, scale = amax(ex), xp.maximum(amax(rx), amax(kx))
-    if prob.m:
-        top = xp.maximum(top, amax(ey))
-        scale = xp.maximum(scale, xp.maximum(amax(ry), amax(ky)))
-    err = top / xp.maximum(scale, xp.finfo(top.dtype).smallest_normal)
+    err = relative_residual(xp, (xrow, yrow) if prob.m else (xrow,), (-2, -1))
     gains = lanes & (err > (prob.n + prob.m) * xp.finfo(err.dtype).eps)
     if last is not None:
         gains = gains & (err < 0.5 * last)

@@ -106,9 +106,9 @@ def quiet():
 
 def _put_lanes(full, part, idx, inplace=False):
     dtype = torch.promote_types(full.dtype, part.dtype)     # as where() would
-    # In place only where autograd records nothing (optnet.solve differentiated through
-    # its iterations keeps these arrays in its graph; optnet.torch.solve's forward and
-    # torch.no_grad() record nothing), and not into a broadcast array.
+    # In place only where autograd records nothing (the solver runs under torch.no_grad,
+    # see quiet: with grad mode on these arrays could be in a graph), and not into a
+    # broadcast array.
     if inplace and full.dtype == dtype and not torch.is_grad_enabled() \
             and 0 not in full.stride():
         return full.index_copy_(0, idx, part.to(dtype))
