@@ -75,7 +75,13 @@ def _resume(xp, ops, prob: Problem, sprob: Problem, sc, cfg, st, pol: Polished):
     cfg2 = cfg._replace(polish_tol=cfg.tol)
 
     def again():
-        start = st._replace(status=xp.where(retry, _pdipm.RUNNING, st.status))
+        # The resumed lanes' progress count starts afresh: their first iteration
+        # re-examines the iterate they stopped at, which is no lack of progress (counted
+        # as one, a single poor step after it made the lane stall: a badly scaled float32
+        # problem, n = 150, p = 250, m = 30, ended NUMERICAL_ERROR so on torch).
+        start = st._replace(status=xp.where(retry, _pdipm.RUNNING, st.status),
+                            anchor=xp.where(retry, xp.inf, st.anchor),
+                            since=xp.where(retry, 0, st.since))
         st2, _ = _pdipm.run(xp, ops, sprob, cfg2, start=start)
         ust2 = _unscale_state(xp, sc, st2)
         if not ops.eager:

@@ -385,3 +385,32 @@ def test_lanes_resumed_after_the_early_polish(monkeypatch, eager):
         bad += [f"lane {i}: {f}"
                 for f in failures("badly_scaled", hard_problem("badly_scaled", i), sol, (i,))]
     assert not bad, "\n".join(bad)
+
+
+def test_resumed_lanes_progress_count_starts_afresh(monkeypatch):
+    """The lanes resumed after a missed early polish start with no iterations counted
+    against their progress (``since`` 0, no anchor): their first resumed iteration
+    re-examines the iterate they stopped at. Counted as a lack of progress, one poor step
+    after it was enough for the stall rule (two iterations without progress within 100x
+    the tolerance): the float32 badly_scaled slow seed 1 ended NUMERICAL_ERROR on torch."""
+    from optnet import _pdipm
+
+    starts = []
+    run = _pdipm.run
+
+    def spy(xp, ops, prob, cfg, start=None):
+        if start is not None:
+            starts.append(start)
+        return run(xp, ops, prob, cfg, start=start)
+
+    monkeypatch.setattr(_pdipm, "run", spy)
+    data = hard_batch("badly_scaled", 0, 8)
+    sol = optnet.solve(**data, backend="numpy")
+    assert starts, "no lane was resumed"        # the path under test was taken
+    st = starts[0]
+    resumed = np.asarray(st.status) == _pdipm.RUNNING
+    assert resumed.any() and not resumed.all()
+    assert np.all(np.asarray(st.since)[resumed] == 0)
+    assert np.all(np.isinf(np.asarray(st.anchor)[resumed]))
+    assert np.all(np.isfinite(np.asarray(st.anchor)[~resumed]))
+    assert np.all(np.asarray(sol.status) == int(optnet.Status.SOLVED))
