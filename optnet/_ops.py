@@ -55,6 +55,12 @@ class Ops(NamedTuple):
         not broadcast array of the result's dtype) and returned. (The Array API
         has no scatter: without ``put_lanes`` ``_lanes`` gathers ``part`` to B
         lanes and selects.)
+    narrow_factors : callable ``(device) -> bool`` or None
+        Whether float32 factorizations and triangular solves are markedly faster
+        than float64 ones on ``device`` (a CPU: about twice for the products that
+        form ``H``, 1.4x for the factorization). Where True, eager float64
+        iterations on problems of ``_pdipm.MIXED_MIN_N`` or more variables start
+        with float32 factors (see ``_pdipm.iteration_problem``). None: never.
     """
 
     name: str
@@ -64,6 +70,7 @@ class Ops(NamedTuple):
     while_loop: Callable[[Callable, Callable, Any], Any]
     eager: bool = False
     put_lanes: Callable[[Any, Any, Any, bool], Any] | None = None
+    narrow_factors: Callable[[Any], bool] | None = None
 
 
 def blank_lanes(xp, H, scale, skip):

@@ -77,7 +77,8 @@ def _put_lanes(full, part, idx, inplace=False):
 
 
 ops = Ops(name="numpy", cholesky=_cholesky, solve_triangular=_solve_triangular,
-          cond=cond, while_loop=while_loop, eager=True, put_lanes=_put_lanes)
+          cond=cond, while_loop=while_loop, eager=True, put_lanes=_put_lanes,
+          narrow_factors=lambda device: True)
 
 
 def has_float64(device=None) -> bool:

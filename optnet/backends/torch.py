@@ -115,5 +115,12 @@ def _put_lanes(full, part, idx, inplace=False):
     return full.to(dtype).index_copy(0, idx, part.to(dtype))
 
 
+def _narrow_factors(device) -> bool:
+    # Measured on CPU (see _pdipm.MIXED_MIN_N); on CUDA devices float64 throughput
+    # varies by a factor of 30 between models, and nothing was measured: never there.
+    return getattr(device, "type", "cpu") == "cpu"
+
+
 ops = Ops(name="torch", cholesky=_cholesky, solve_triangular=_solve_triangular,
-          cond=cond, while_loop=while_loop, eager=True, put_lanes=_put_lanes)
+          cond=cond, while_loop=while_loop, eager=True, put_lanes=_put_lanes,
+          narrow_factors=_narrow_factors)
