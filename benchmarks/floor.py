@@ -8,7 +8,8 @@ heavy primitive the solver calls, with its shapes and dtypes, and its time in th
 (self time: nested primitives are subtracted):
 
 - *forming H*: ``_kkt._factor`` without its nested calls: ``Q + G'W^{-1}G`` per
-  interior-point factorization (and ``M'M``, the equality Schur complement, where there is one);
+  interior-point factorization, and ``M'M``, the equality Schur complement, where there are
+  equality rows (the polish's active-set system);
 - *polish set-up*: ``_polish.active_system`` without its nested calls (``E``, ``E'E``,
   ``Q + rho E'E``);
 - *Cholesky*: ``ops.cholesky`` (LAPACK lane by lane on CPU);
@@ -162,19 +163,26 @@ class Replayer:
         return self.memo[kind, key]
 
     def _forming_H(self, Qm, Gm, Am, fdtype):
+        """``Q + G'W^-1 G`` where there are inequalities, and the equality Schur complement
+        ``M'M`` (``M = L^-1 A'``, (B, n, m)) where there are equalities (the polish's
+        active-set system has only the latter)."""
         xp = self.xp
-        if Gm is None:
-            return 0.0
-        (Bq, n, _), dt, _ = Qm
-        (B, p, _), _, _ = Gm
-        dt = fdtype
-        Q, G = self.arr((Bq, n, n), dt), self.arr((B, p, n), dt)
-        winv = self.arr((B, p), dt)
+        (Bq, n, _), _, _ = Qm
+        t = 0.0
+        if Gm is not None:
+            (B, p, _), _, _ = Gm
+            Q, G = self.arr((Bq, n, n), fdtype), self.arr((B, p, n), fdtype)
+            winv = self.arr((B, p), fdtype)
 
-        def f():
-            H = xp.matrix_transpose(G) @ (G * winv[:, :, None])
-            H += Q
-        return best_of(f, cold=self.cold)
+            def f():
+                H = xp.matrix_transpose(G) @ (G * winv[:, :, None])
+                H += Q
+            t += best_of(f, cold=self.cold)
+        if Am is not None:
+            (BA, m, _), _, _ = Am
+            M = self.arr((BA, n, m), fdtype)
+            t += best_of(lambda: xp.matrix_transpose(M) @ M, cold=self.cold)
+        return t
 
     def _polish_set_up(self, Qm, Gm):
         xp = self.xp
