@@ -50,7 +50,7 @@ import numpy as np  # noqa: E402
 import problems  # noqa: E402
 
 import optnet  # noqa: E402
-from optnet import _kkt, _pdipm, _polish  # noqa: E402
+from optnet import _kkt, _polish, _step, _terminate  # noqa: E402
 
 KINDS = ("forming H", "polish set-up", "Cholesky", "triangular solves", "products")
 _PRODUCTS = ("mv", "mtv", "mm", "mtm")
@@ -98,7 +98,7 @@ def instrument(monkey, rec: Recorder, be):
         monkey.append((obj, name, getattr(obj, name)))
         setattr(obj, name, new)
 
-    def factor_key(xp, ops, prob, w, delta, skip, factor_dtype):
+    def factor_key(xp, ops, prob, w, delta, skip, factor_dtype, boost=None, narrow=None):
         return (_meta(prob.Q), _meta(prob.G), _meta(prob.A), _dname(factor_dtype))
 
     patch(_kkt, "_factor", rec.wrap("forming H", _kkt._factor, factor_key))
@@ -120,7 +120,7 @@ def instrument(monkey, rec: Recorder, be):
             arrs = args[1:] if _name == "mtm" else args     # mtm(xp, M, R)
             return (_name, _meta(arrs[0]), tuple(arrs[1].shape))
         spy = rec.wrap("products", fn, key)
-        for mod in (_kkt, _pdipm, _polish):
+        for mod in (_kkt, _step, _terminate, _polish):
             if hasattr(mod, name):
                 patch(mod, name, spy)
 

@@ -81,8 +81,26 @@ def mtm(xp, M, R):
 
 
 def vdot(xp, a, b):
-    """Batched inner product over the last axis, (B, k) x (B, k) -> (B,)."""
-    return xp.sum(a * b, axis=-1)
+    """Batched inner product over the last axis, (B, k) x (B, k) -> (B,) (one kernel)."""
+    return xp.vecdot(a, b)
+
+
+class Narrow(NamedTuple):
+    """Float32 copies of ``Q`` (1|B, n, n) and ``G`` (1|B, p, n) (or None), made once per
+    solve where the interior point factors in a narrower dtype than it iterates in (mixed
+    precision): the narrow factorizations and solves are formed from them."""
+
+    Q: Any
+    G: Any
+
+
+def narrow_copies(xp, prob: Problem) -> Narrow | None:
+    """:class:`Narrow` copies of ``prob``'s data, or None where ``prob.factor_dtype`` is
+    its iteration dtype."""
+    if prob.factor_dtype == prob.dtype:
+        return None
+    fd = prob.factor_dtype
+    return Narrow(xp.astype(prob.Q, fd), None if prob.G is None else xp.astype(prob.G, fd))
 
 
 class KKTFactor(NamedTuple):
@@ -95,6 +113,7 @@ class KKTFactor(NamedTuple):
     L_S : opaque or None    the same for ``S_reg``.
     w : (B, p) or None       ``s / z``.
     ok : (B,) bool           False where a Cholesky failed.
+    winv : (B, p, 1) or None ``1 / w`` as a column (every solve scales by it).
     """
 
     L_H: Any
@@ -102,6 +121,7 @@ class KKTFactor(NamedTuple):
     L_S: Any
     w: Any
     ok: Any
+    winv: Any = None
 
 
 def diagonal_scale(xp, Mat):
@@ -111,22 +131,29 @@ def diagonal_scale(xp, Mat):
     return xp.where(d > xp.finfo(Mat.dtype).smallest_normal, d, 1.0)
 
 
-def _shifted_cholesky(xp, ops, Mat, delta, skip, factor_dtype, overwrite=False):
+def _shifted_cholesky(xp, ops, Mat, delta, skip, factor_dtype, overwrite=False, boost=None):
     """Cholesky of ``Mat + shift diag(Mat)``; the identity where ``skip``. ``overwrite``:
     ``Mat`` is a temporary the backend may overwrite.
 
-    ``shift`` is ``delta``, raised (per lane, only where the factorization
-    fails) to ``1e3 delta``, ``1e6 delta`` and ``1e9 delta``.
+    Without ``boost``, ``shift`` is ``delta``, raised (per lane, only where the
+    factorization fails) to ``1e3 delta``, ``1e6 delta`` and ``1e9 delta``. With
+    ``boost`` (B,) (the interior point's per-lane regularization factors): one try with
+    ``boost * delta``, a lane's failure reported in ``ok`` (the interior point raises that
+    lane's boost: no host read).
     """
     scale = diagonal_scale(xp, Mat)
-    if factor_dtype != Mat.dtype:
+    if factor_dtype != Mat.dtype and factor_dtype == xp.float32:
         # A narrower factor needs a shift above its own rounding level.
-        delta = max(delta, 1e-7 if factor_dtype == xp.float32 else delta)
-    shifts = (delta, 1e3 * delta, 1e6 * delta, 1e9 * delta)
+        delta = max(delta, 1e-7)
+    if boost is None:
+        shifts = (delta, 1e3 * delta, 1e6 * delta, 1e9 * delta)
+    else:
+        shifts = (delta * boost,)
     return ops.cholesky(Mat, shifts, factor_dtype, scale, skip, overwrite=overwrite)
 
 
-def factor(xp, ops, prob: Problem, w, delta, skip, high=None) -> KKTFactor:
+def factor(xp, ops, prob: Problem, w, delta, skip, high=None, boost=None,
+           narrow: Narrow | None = None) -> KKTFactor:
     """Factor ``K_reg`` for all lanes (lanes with ``skip`` get a dummy factor).
 
     Parameters
@@ -137,16 +164,24 @@ def factor(xp, ops, prob: Problem, w, delta, skip, high=None) -> KKTFactor:
         Relative regularization.
     skip : (B,) bool
         Lanes that need no factorization (finished or bad); they get identities.
-    high : scalar bool array or None
+    high : bool, scalar bool array or None
         For mixed precision (``prob.factor_dtype`` narrower than ``prob.dtype``):
         where True, factor in the iteration dtype instead. None: always
         ``prob.factor_dtype``.
+    boost : (B,) array or None
+        Per-lane factors of ``delta``, one try (see ``_shifted_cholesky``); None: ``delta``
+        raised where a factorization fails.
+    narrow : Narrow or None
+        The narrow copies of the data (made here where needed and not given).
     """
     if high is None or prob.factor_dtype == prob.dtype:
-        return _factor(xp, ops, prob, w, delta, skip, prob.factor_dtype)
+        return _factor(xp, ops, prob, w, delta, skip, prob.factor_dtype, boost, narrow)
+    if isinstance(high, bool):
+        return _factor(xp, ops, prob, w, delta, skip,
+                       prob.dtype if high else prob.factor_dtype, boost, narrow)
 
     def in_dtype(dtype):
-        F = _factor(xp, ops, prob, w, delta, skip, dtype)
+        F = _factor(xp, ops, prob, w, delta, skip, dtype, boost, narrow)
         if ops.eager:    # a Python branch: the narrow factor may stay narrow
             return F
         # Both branches of a traced cond must return one dtype.
@@ -156,35 +191,77 @@ def factor(xp, ops, prob: Problem, w, delta, skip, high=None) -> KKTFactor:
     return ops.cond(high, lambda: in_dtype(prob.dtype), lambda: in_dtype(prob.factor_dtype))
 
 
-def _factor(xp, ops, prob: Problem, w, delta, skip, factor_dtype) -> KKTFactor:
+def _factor(xp, ops, prob: Problem, w, delta, skip, factor_dtype, boost=None,
+            narrow: Narrow | None = None) -> KKTFactor:
     Q, G = prob.Q, prob.G
-    winv = None if w is None else 1.0 / w
+    winv = None if w is None else (1.0 / w)[:, :, None]     # (B, p, 1), kept for the solves
+    scale = winv
     if factor_dtype != prob.dtype:
         # Mixed precision: H is formed in the factor's precision too (its rounding is of
         # the order of the factorization's own; the product G'W^{-1}G is the costliest
         # part of a factorization, and twice as fast in float32).
-        Q = xp.astype(Q, factor_dtype) if prob.Qf is None else prob.Qf
-        G = None if G is None else (xp.astype(G, factor_dtype) if prob.Gf is None else prob.Gf)
-        winv = None if winv is None else xp.astype(winv, factor_dtype)
+        narrow = narrow_copies(xp, prob) if narrow is None else narrow
+        Q, G = narrow
+        scale = None if winv is None else xp.astype(winv, factor_dtype)
     H, fresh = Q, False
     if prob.p:
         # G'(W^{-1} G): the scaled copy keeps G's layout; Q is added in place to the
         # product, a new array (no third (B, n, n) array), which the Cholesky may overwrite.
-        H = xp.matrix_transpose(G) @ (G * winv[:, :, None])
+        H = xp.matrix_transpose(G) @ (G * scale)
         H += Q
         fresh = True
     B = skip.shape[0]
     if H.shape[0] != B:
         H, fresh = xp.broadcast_to(H, (B, *H.shape[1:])), False
-    L_H, ok = _shifted_cholesky(xp, ops, H, delta, skip, factor_dtype, fresh)
+    L_H, ok = _shifted_cholesky(xp, ops, H, delta, skip, factor_dtype, fresh, boost)
     M = L_S = None
     if prob.m:
         At = xp.broadcast_to(xp.matrix_transpose(prob.A), (B, prob.n, prob.m))
         M = ops.solve_triangular(L_H, At, False)
         S = xp.matrix_transpose(M) @ M
-        L_S, ok_S = _shifted_cholesky(xp, ops, S, delta, skip, factor_dtype, True)
+        L_S, ok_S = _shifted_cholesky(xp, ops, S, delta, skip, factor_dtype, True, boost)
         ok = ok & ok_S
-    return KKTFactor(L_H=L_H, M=M, L_S=L_S, w=w, ok=ok)
+    return KKTFactor(L_H=L_H, M=M, L_S=L_S, w=w, ok=ok, winv=winv)
+
+
+def factor_at(xp, ops, prob: Problem, w, delta, skip, level, boost=None,
+              narrow: Narrow | None = None) -> KKTFactor:
+    """:func:`factor` at the interior point's precision ``level`` (a Python int, or a 0-d
+    integer array where traced): level 0 factors in ``prob.factor_dtype`` (narrow, in
+    mixed precision, from ``narrow``), higher levels in the iteration dtype."""
+    return factor(xp, ops, prob, w, delta, skip, level > 0, boost, narrow)
+
+
+def solve_at(xp, ops, prob: Problem, cfg, F: KKTFactor, level, rx, ry, rz,
+             narrow: Narrow | None = None):
+    """Solve ``K u = r`` at the interior point's precision ``level`` and return ``u``
+    stacked, (B, n + m + p, k); blocks as in :func:`solve`.
+
+    Level 0 (mixed precision only): one unrefined solve in the narrow dtype
+    (:func:`solve_narrow`); level 1: ``cfg.refine`` refinement steps; level 2: at least
+    one. ``level`` a Python int chooses in Python; an array, by ``ops.cond``.
+    """
+    mixed = prob.factor_dtype != prob.dtype
+    high = max(cfg.refine, 1)
+
+    def full(refine):
+        return solve(xp, ops, prob, F, rx, ry, rz, refine)
+
+    if isinstance(level, int):
+        if level == 0 and mixed:
+            out = solve_narrow(xp, ops, prob, F, rx, ry, rz, narrow)
+        else:
+            out = full(cfg.refine if level <= 1 else high)
+    else:
+        def wide():
+            if cfg.refine == high:
+                return full(high)
+            return ops.cond(level > 1, lambda: full(high), lambda: full(cfg.refine))
+
+        out = wide() if not mixed else ops.cond(
+            level > 0, wide, lambda: solve_narrow(xp, ops, prob, F, rx, ry, rz, narrow))
+    blocks = [b for b in out if b is not None]
+    return xp.concat(blocks, axis=-2) if len(blocks) > 1 else blocks[0]
 
 
 def _solve_H(ops, F: KKTFactor, r):
@@ -196,7 +273,7 @@ def _solve_reg(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz):
     """One solve with ``K_reg``; all right-hand sides (B, size, k); ``rz`` None means zero."""
     r = rx
     if prob.p:
-        winv = (1.0 / F.w)[:, :, None]
+        winv = F.winv
         if rz is not None:
             r = r + mtm(xp, prob.G, winv * rz)
     if prob.m:
@@ -215,9 +292,9 @@ def _solve_reg(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz):
     return dx, dy, dz
 
 
-def solve_narrow(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz):
+def solve_narrow(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz, narrow: Narrow | None = None):
     """One unrefined solve with a narrow factor (mixed precision), entirely in
-    ``prob.factor_dtype``: right-hand sides, products with ``prob.Qf``/``prob.Gf``
+    ``prob.factor_dtype``: right-hand sides, products with the :class:`Narrow` copies
     and triangular solves; the result is returned in ``prob.dtype``.
 
     Its accuracy is the narrow dtype's (relative to the conditioning of ``K``), which
@@ -229,8 +306,10 @@ def solve_narrow(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz):
     def nar(v):
         return None if v is None else xp.astype(v, fd)
 
-    sub = prob._replace(Q=prob.Qf, G=prob.Gf, A=nar(prob.A), b=nar(prob.b))
-    out = _solve_reg(xp, ops, sub, F._replace(w=nar(F.w), M=nar(F.M)), nar(rx), nar(ry), nar(rz))
+    Q, G = narrow_copies(xp, prob) if narrow is None else narrow
+    sub = prob._replace(Q=Q, G=G, A=nar(prob.A), b=nar(prob.b))
+    out = _solve_reg(xp, ops, sub, F._replace(w=nar(F.w), M=nar(F.M), winv=nar(F.winv)),
+                     nar(rx), nar(ry), nar(rz))
     return tuple(None if v is None else xp.astype(v, prob.dtype) for v in out)
 
 

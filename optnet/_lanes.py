@@ -1,11 +1,12 @@
-"""Selecting and writing back subsets of lanes (eager backends only).
+"""Selecting and writing back subsets of lanes.
 
 A batch iterates until its slowest lane is done; on backends whose arrays hold
 concrete values (``ops.eager``), the interior-point loop instead works on the
 lanes still running, re-selected whenever enough of them have finished (see
-``_pdipm.run``). Everything here is written against the Array API:
-``take`` to select, ``searchsorted`` + ``take`` + ``where`` to write back
-(no index assignment, which the standard does not have).
+``_pdipm``), and work that concerns a few lanes (the polish's active-set swaps,
+the resumed lanes' polish) runs on those alone (:func:`on_lanes`). Everything here
+is written against the Array API: ``take`` to select, ``searchsorted`` + ``take`` +
+``where`` to write back (no index assignment, which the standard does not have).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def _is_lane_array(v, B):
 def take_problem(xp, prob: Problem, idx, B: int) -> Problem:
     """``prob`` restricted to lanes ``idx`` (1-D int array); shared (lead 1) data stay shared."""
     fields = {}
-    for name in ("Q", "q", "G", "h", "A", "b", "bad", "h_free", "Qf", "Gf"):
+    for name in ("Q", "q", "G", "h", "A", "b", "bad", "h_free"):
         v = getattr(prob, name)
         if _is_lane_array(v, B) and B != 1:
             fields[name] = xp.take(v, idx, axis=0)
@@ -74,6 +75,26 @@ def put_state(xp, full, part, idx, B: int, ops=None, inplace: bool = False):
         return xp.where(mask, xp.take(p, pos, axis=0), f)
 
     return put(full, part)
+
+
+def on_lanes(xp, ops, mask, fn, prob: Problem, args, old, *, inplace: bool = False):
+    """``old`` with the lanes where ``mask`` (B,) is True replaced by those of
+    ``fn(prob, args)``.
+
+    ``fn`` maps a problem and ``args`` (a nested tuple of lane arrays) to a structure like
+    ``old``, lane by lane. Traced backends call it on the whole batch and select; eager
+    ones call it on the lanes of ``mask`` alone (not at all if there are none: one host
+    read), and write them back (``put_state``; ``inplace``: every array of ``old`` with
+    more than two dimensions is the caller's temporary).
+    """
+    B = mask.shape[0]
+    if not ops.eager:
+        return where_lanes(xp, mask, fn(prob, args), old, B)
+    idx = xp.nonzero(mask)[0]
+    if idx.shape[0] == 0:
+        return old
+    new = fn(take_problem(xp, prob, idx, B), take_state(xp, args, idx, B))
+    return put_state(xp, old, new, idx, B, ops, inplace=inplace)
 
 
 def where_lanes(xp, mask, new, old, B: int):

@@ -11,6 +11,35 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 
+class Backend(NamedTuple):
+    """The protocol every backend module declares (``optnet/backends/<name>.py``);
+    :func:`optnet.backends.load` checks it and returns this tuple.
+
+    Attributes
+    ----------
+    name : str
+    namespace : module-like
+        The Array API namespace ``xp`` of the core.
+    asarray : callable ``(a) -> array``
+        Converts any array or nested sequence to the backend's arrays.
+    quiet : callable ``() -> context manager``
+        The solver's context (floating-point warnings off, no autograd recording).
+    has_float64 : callable ``(device) -> bool``
+    ops : Ops
+        The primitives beyond the standard.
+    to_host : callable ``(array) -> numpy.ndarray``
+        The one host transfer outside the loop's own (``QPError`` messages).
+    """
+
+    name: str
+    namespace: Any
+    asarray: Callable[[Any], Any]
+    quiet: Callable[[], Any]
+    has_float64: Callable[[Any], bool]
+    ops: Any
+    to_host: Callable[[Any], Any]
+
+
 class Ops(NamedTuple):
     """Backend-supplied primitives.
 
@@ -20,7 +49,8 @@ class Ops(NamedTuple):
         Backend name (``"numpy"``, ``"torch"``, ...).
     cholesky : callable ``(H, shifts, factor_dtype, scale, skip, overwrite=False) -> (factor, ok)``
         ``H`` has shape (B, k, k), symmetric; ``shifts`` is an increasing tuple
-        of floats; ``scale`` (B, k) is positive; ``skip`` (B,) bool marks lanes
+        of floats, or a tuple of one (B,) array of per-lane shifts (see
+        :func:`lane_shift`); ``scale`` (B, k) is positive; ``skip`` (B,) bool marks lanes
         not to factor (their factor is the identity's and ``ok`` True, whatever
         their ``H``; see :func:`blank_lanes`); ``overwrite`` True allows the
         backend to overwrite ``H`` (a temporary). Factors ``H + shift diag(scale)``
@@ -29,7 +59,10 @@ class Ops(NamedTuple):
         that matrix is numerically positive definite, and returns a boolean
         array ``ok`` (B,). Where every shift fails, ``ok`` is False and the
         factor is that of the identity: a failure never raises and never
-        touches other lanes. ``factor`` is opaque to the core (the lower
+        touches other lanes. With a one-entry tuple of a (B,) array (the interior
+        point's per-lane try), skipped and failed lanes' factors are unspecified
+        (the caller never uses them) and the backend need not read the host.
+        ``factor`` is opaque to the core (the lower
         Cholesky factor ``L``, or its inverse where that makes solves faster),
         held in ``factor_dtype`` or ``H.dtype``.
     solve_triangular : callable ``(factor, R, transpose) -> X``
@@ -78,3 +111,11 @@ def blank_lanes(xp, H, scale, skip):
     replaced by the identity and ones: for backends whose Cholesky factors every lane."""
     eye = xp.eye(H.shape[-1], dtype=H.dtype, device=getattr(H, "device", None))
     return xp.where(skip[:, None, None], eye, H), xp.where(skip[:, None], 1.0, scale)
+
+
+def lane_shift(shift, i=None):
+    """``shift`` (a float or a (B,) array) shaped to multiply ``scale`` (B, k), or, with
+    ``i``, lane ``i``'s ``scale[i]`` (k,)."""
+    if isinstance(shift, float):
+        return shift
+    return shift[:, None] if i is None else shift[i]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from . import _lanes, _pdipm, _scaling
+from . import _lanes, _pdipm, _scaling, _step
 from ._kkt import diagonal_scale
 from ._polish import Point, polish, residuals
 from ._problem import ARG_NAMES, Problem, canonicalize
@@ -32,6 +32,11 @@ class Context(NamedTuple):
     system: Any
 
 
+def context_only(sol: QPSolution) -> QPSolution:
+    """``sol`` with its arrays dropped but for the ``context`` the derivatives need."""
+    return QPSolution(*(None,) * (len(QPSolution._fields) - 1), context=sol.context)
+
+
 def solve_arrays(be, args: dict, tol=None, max_iter=None) -> QPSolution:
     """Solve with backend module ``be``; ``args`` maps "Q".."b" to arrays of ``be`` or None."""
     xp, ops = be.namespace, be.ops
@@ -45,14 +50,13 @@ def solve_arrays(be, args: dict, tol=None, max_iter=None) -> QPSolution:
         # The interior point runs on the equilibrated problem; everything after it
         # (polish, residuals, derivatives) on the original one.
         sprob, sc = _scaling.equilibrate(xp, prob, eager=ops.eager)
-        st, _ = _pdipm.run(xp, ops, sprob, cfg)
+        st, level = _pdipm.run(xp, ops, sprob, cfg)
         early = cfg.polish_tol > cfg.tol
-        pol = _polish_state(xp, ops, prob, cfg, _unscale_state(xp, sc, st), sc.e, strict=early)
+        pol = _polish_state(xp, ops, prob, cfg, _final(xp, sprob, sc, st), sc.e, strict=early)
         if early:
-            st, pol = _resume(xp, ops, prob, sprob, sc, cfg, st, pol)
-        st = st._replace(status=xp.where(nonconvex, int(Status.NONCONVEX), st.status))
+            st, pol = _resume(xp, ops, prob, sprob, sc, cfg, st, level, pol)
         pol = pol._replace(status=xp.where(nonconvex, int(Status.NONCONVEX), pol.status))
-        return _assemble(xp, ops, prob, cfg, _unscale_state(xp, sc, st), pol, be.asarray)
+        return _assemble(xp, ops, prob, cfg, _final(xp, sprob, sc, st), pol, be.asarray)
 
 
 class Polished(NamedTuple):
@@ -66,33 +70,22 @@ class Polished(NamedTuple):
     rescued: Any
 
 
-def _resume(xp, ops, prob: Problem, sprob: Problem, sc, cfg, st, pol: Polished):
+def _resume(xp, ops, prob: Problem, sprob: Problem, sc, cfg, st, level, pol: Polished):
     """Lanes that reached ``cfg.polish_tol`` but whose polished point missed
-    ``cfg.tol`` go on iterating to ``cfg.tol`` and are polished again (see
-    ``_pdipm.run``). Returns the final state (equilibrated) and polish."""
-    B = st.tau.shape[0]
+    ``cfg.tol`` go on iterating to ``cfg.tol`` (from the state ``st`` and precision
+    ``level`` the first run ended with) and are polished again (see ``_pdipm.run``).
+    Returns the final state (equilibrated) and polish."""
     retry = (st.status == int(Status.SOLVED)) & ~pol.rescued
     cfg2 = cfg._replace(polish_tol=cfg.tol)
 
     def again():
-        # The resumed lanes' progress count starts afresh: their first iteration
-        # re-examines the iterate they stopped at, which is no lack of progress (counted
-        # as one, a single poor step after it made the lane stall: a badly scaled float32
-        # problem, n = 150, p = 250, m = 30, ended NUMERICAL_ERROR so on torch).
-        start = st._replace(status=xp.where(retry, _pdipm.RUNNING, st.status),
-                            anchor=xp.where(retry, xp.inf, st.anchor),
-                            since=xp.where(retry, 0, st.since))
-        st2, _ = _pdipm.run(xp, ops, sprob, cfg2, start=start)
-        ust2 = _unscale_state(xp, sc, st2)
-        if not ops.eager:
-            pol2 = _polish_state(xp, ops, prob, cfg2, ust2, sc.e, strict=False)
-            return st2, _lanes.where_lanes(xp, retry, pol2, pol, B)
-        # Eager backends polish the resumed lanes alone.
-        idx = xp.nonzero(retry)[0]
-        sub = _lanes.take_problem(xp, prob, idx, B)
-        sub_st, sub_e = _lanes.take_state(xp, (ust2, sc.e), idx, B)
-        pol2 = _polish_state(xp, ops, sub, cfg2, sub_st, sub_e, strict=False)
-        return st2, _lanes.put_state(xp, pol, pol2, idx, B, ops)
+        st2, _ = _pdipm.resume(xp, ops, sprob, cfg2, st, level, retry)
+
+        def polish_again(sub, a):
+            return _polish_state(xp, ops, sub, cfg2, *a, strict=False)
+
+        return st2, _lanes.on_lanes(xp, ops, retry, polish_again, prob,
+                                    (_final(xp, sprob, sc, st2), sc.e), pol)
 
     if ops.eager:
         return again() if bool(xp.any(retry)) else (st, pol)
@@ -126,12 +119,24 @@ def _nonconvex(xp, ops, prob: Problem):
     return xp.broadcast_to(~ok, (B,)) if ok.shape[0] != B else ~ok
 
 
-def _unscale_state(xp, sc, st):
+class Final(NamedTuple):
+    """The interior point's outcome on the original problem: the last iterate and the best
+    (``_step.Iterate``, unscaled), the status and iterations (B,)."""
+
+    last: Any
+    kept: Any
+    status: Any
+    iterations: Any
+
+
+def _final(xp, sprob: Problem, sc, st) -> Final:
     """The interior point's state mapped from the equilibrated to the original problem."""
-    kx, ky, kz, ks, ktau = st.kept
-    x, y, z, s = _scaling.unscale(xp, sc, st.x, st.y, st.z, st.s)
-    kx, ky, kz, ks = _scaling.unscale(xp, sc, kx, ky, kz, ks)
-    return st._replace(x=x, y=y, z=z, s=s, kept=(kx, ky, kz, ks, ktau))
+    def unscale(it):
+        return it._replace(**dict(zip("xyzs", _scaling.unscale(xp, sc, it.x, it.y, it.z,
+                                                               it.s))))
+
+    return Final(unscale(_step.current(sprob, st)), unscale(_step.kept(sprob, st)),
+                 st.status, st.iterations)
 
 
 def _all_finite(xp, v):
@@ -154,6 +159,7 @@ def _certificates(xp, prob: Problem, st, status, x, y, z):
     """
     pinf = status == int(Status.PRIMAL_INFEASIBLE)
     dinf = status == int(Status.DUAL_INFEASIBLE)
+    st = st.last
     one = xp.ones_like(st.tau)
     cz = xp.where(prob.h_free, 0.0, st.z) if prob.p else st.z
     bty = xp.zeros_like(st.tau)
@@ -183,10 +189,10 @@ def _polish_state(xp, ops, prob: Problem, cfg, st, row_scale, strict: bool) -> P
     # from their best iterate: they get a polish too, and count as solved if the
     # polished point meets the tolerance.
     unsolved = (status == int(Status.MAX_ITER)) | (status == int(Status.NUMERICAL_ERROR))
-    kx, ky, kz, ks, ktau = st.kept
-    tau = xp.where(unsolved, ktau, st.tau)
+    last, best = st.last, st.kept
+    tau = xp.where(unsolved, best.tau, last.tau)
     pt = Point(*(xp.where(unsolved[:, None], k, v) / tau[:, None]
-                 for v, k in zip((st.x, st.y, st.z, st.s), (kx, ky, kz, ks))))
+                 for v, k in zip(last[:4], best[:4])))
     finite = xp.isfinite(tau) & (tau > 0)
     for v in pt:
         finite = finite & _all_finite(xp, v)

@@ -117,8 +117,7 @@ def active_system(xp, ops, prob: Problem, cfg, pt: Point, lanes, act=None,
     qr = prob.q - rho * mtv(E, e)
     # (No narrow copies: the polish factors in the iteration dtype. Every array of more
     # than two dimensions in the system is then this function's own: see polish.)
-    sub = prob._replace(Q=Qr, q=qr, G=None, h=None, A=E, b=e, m=E.shape[-2], p=0,
-                        Qf=None, Gf=None)
+    sub = prob._replace(Q=Qr, q=qr, G=None, h=None, A=E, b=e, m=E.shape[-2], p=0)
 
     def fresh():
         return _kkt.factor(xp, ops, sub, None, cfg.delta, ~lanes,
@@ -277,30 +276,16 @@ def polish(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, max_swaps: in
     out = _take(xp, prob, done, att.point, pt)
     if not prob.p:
         return out, system, rescued
-    B = pt.x.shape[0]
-    if not (ops.eager and B > 1):
-        return _swaps(xp, ops, prob, cfg, pt, solved, rescue, system, att, done, rescued, out,
-                      max_swaps)
-    # Eager backends: the swaps concern a few lanes; work on those alone.
-    pending = lanes & ~done
-    if not bool(xp.any(pending)):
-        return out, system, rescued
-    idx = xp.nonzero(pending)[0]
+    # The swaps concern a few lanes (often none); on eager backends they run on those
+    # alone. Every (B, ...) array of more than two dimensions in the system (Q + rho E'E,
+    # E, the factors) was made by active_system: the swapped lanes are written in place
+    # (a copy of all five costs 5 x 10 MB at batch 128, n = p = 100).
+    def swaps(sub, a):
+        return _swaps(xp, ops, sub, cfg, *a, max_swaps)
 
-    def sel(v):
-        return _lanes.take_state(xp, v, idx, B)
-
-    sub = _lanes.take_problem(xp, prob, idx, B)
-    o, sy, r = _swaps(xp, ops, sub, cfg, sel(pt), sel(solved), sel(rescue), sel(system),
-                      sel(att), sel(done), sel(rescued), sel(out), max_swaps)
-    out = _lanes.put_state(xp, out, o, idx, B)
-    # In place: with inequalities every (B, ...) array of more than two dimensions in
-    # the system (Q + rho E'E, E, the factors) was made by active_system, and only
-    # the swapped lanes are written (a copy of all five costs 5 x 10 MB at batch 128,
-    # n = p = 100).
-    system = _lanes.put_state(xp, system, sy, idx, B, ops, inplace=True)
-    rescued = _lanes.put_state(xp, (rescued,), (r,), idx, B)[0]
-    return out, system, rescued
+    return _lanes.on_lanes(xp, ops, lanes & ~done, swaps, prob,
+                           (pt, solved, rescue, system, att, done, rescued, out),
+                           (out, system, rescued), inplace=True)
 
 
 def _accept(xp, prob: Problem, cfg, pt: Point, att: _Attempt, solved, rescue):

@@ -39,9 +39,6 @@ class Problem(NamedTuple):
     factor_dtype : dtype the dtype of the Cholesky factorizations (the input dtype)
     device : object      the device of the arrays
     out_dtype : dtype    the dtype of the results (the input dtype)
-    Qf, Gf : arrays or None   ``Q`` and ``G`` in ``factor_dtype`` where it is narrower
-                         than ``dtype`` (mixed precision; set by ``_pdipm.run``, which
-                         forms and solves with the narrow factor from them)
     """
 
     Q: Any
@@ -61,8 +58,6 @@ class Problem(NamedTuple):
     factor_dtype: Any
     device: Any
     out_dtype: Any
-    Qf: Any = None
-    Gf: Any = None
 
 
 def _shape(a) -> tuple:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import backends
 from ._pipeline import solve_arrays
 from ._types import STATUS_EXPLANATIONS, QPError, QPSolution, Status
@@ -75,14 +77,12 @@ def solve(Q, q, G=None, h=None, A=None, b=None, *, backend=None, tol=None, max_i
     be, args = _convert(args, backend)
     sol = solve_arrays(be, args, tol, max_iter)
     if check:
-        _raise_unless_solved(sol)
+        _raise_unless_solved(sol, be.to_host)
     return sol
 
 
-def _raise_unless_solved(sol: QPSolution) -> None:
-    import numpy as np
-
-    status = np.asarray(_to_host(sol.status)).reshape(-1)
+def _raise_unless_solved(sol: QPSolution, to_host) -> None:
+    status = to_host(sol.status).reshape(-1)
     bad = np.nonzero(status != int(Status.SOLVED))[0]
     if bad.size == 0:
         return
@@ -93,16 +93,3 @@ def _raise_unless_solved(sol: QPSolution) -> None:
         st = Status(code)
         lines.append(f"  {st.name} (flat indices {shown}): {STATUS_EXPLANATIONS[st]}")
     raise QPError("\n".join(lines))
-
-
-def _to_host(a):
-    import numpy as np
-
-    try:
-        return np.asarray(a)
-    except Exception:
-        if hasattr(a, "get"):       # cupy
-            return a.get()
-        if hasattr(a, "cpu"):       # torch on a device
-            return a.cpu().numpy()
-        return np.from_dlpack(a)

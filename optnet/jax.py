@@ -1,5 +1,5 @@
 """JAX interface: ``optnet.jax.solve`` (jit, vmap, grad and forward mode)."""
 
-from .backends.jax_autodiff import solve
+from .adapters.jax_autodiff import solve
 
 __all__ = ["solve"]

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -25,7 +26,10 @@ for _path in (_HERE.parent, _HERE):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-BACKENDS = ("numpy", "array_api_strict")
+# "array_api_strict-lockstep": the bare standard with its ops marked not eager, so that the
+# core takes the traced path (``ops.while_loop``, ``ops.cond``, no lane compaction, no
+# host-side choices) that JAX compiles: a fast check of that path without a compiler.
+BACKENDS = ("numpy", "array_api_strict", "array_api_strict-lockstep")
 
 settings.register_profile(
     "ci",
@@ -33,21 +37,24 @@ settings.register_profile(
     deadline=None,
     derandomize=True,
     print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                           HealthCheck.function_scoped_fixture],
 )
 settings.register_profile(
     "dev",
     max_examples=30,
     deadline=None,
     print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                           HealthCheck.function_scoped_fixture],
 )
 settings.register_profile(
     "thorough",
     max_examples=300,
     deadline=None,
     print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                           HealthCheck.function_scoped_fixture],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
@@ -75,10 +82,16 @@ def pytest_configure(config):
     )
 
 
-@pytest.fixture(params=BACKENDS, ids=BACKENDS, scope="session")
-def backend(request):
-    """The name of an array backend of ``optnet.solve``."""
-    return request.param
+@pytest.fixture(params=BACKENDS, ids=BACKENDS)
+def backend(request, monkeypatch):
+    """The name of an array backend of ``optnet.solve`` (for the lockstep variant,
+    "array_api_strict" with its ops marked not eager for the test's duration)."""
+    name = request.param
+    if name.endswith("-lockstep"):
+        name = name.removesuffix("-lockstep")
+        mod = importlib.import_module(f"optnet.backends.{name}")
+        monkeypatch.setattr(mod, "ops", mod.ops._replace(eager=False))
+    return name
 
 
 def to_numpy(a):

@@ -11,7 +11,7 @@ import pytest
 from strategies import paper_problem
 
 import optnet
-from optnet import _kkt, _pdipm, _polish
+from optnet import _kkt, _polish, _step
 from optnet.backends import numpy as numpy_backend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -22,7 +22,7 @@ def test_instrumented_solve_is_the_solve_and_is_undone():
     d = paper_problem(np.random.default_rng(0), 3, n=64, p=64)
     args = [d[k] for k in ("Q", "q", "G", "h")]
     plain = optnet.solve(*args)
-    originals = (_kkt._factor, _kkt.mv, _pdipm.mv, _polish.mtv, _polish.active_system,
+    originals = (_kkt._factor, _kkt.mv, _step.mv, _polish.mtv, _polish.active_system,
                  numpy_backend.ops)
     rec, undo = floor.Recorder(), []
     floor.instrument(undo, rec, numpy_backend)
@@ -32,7 +32,7 @@ def test_instrumented_solve_is_the_solve_and_is_undone():
     finally:
         for obj, name, old in reversed(undo):
             setattr(obj, name, old)
-    assert (_kkt._factor, _kkt.mv, _pdipm.mv, _polish.mtv, _polish.active_system,
+    assert (_kkt._factor, _kkt.mv, _step.mv, _polish.mtv, _polish.active_system,
             numpy_backend.ops) == originals
     np.testing.assert_array_equal(np.asarray(spied.x), np.asarray(plain.x))
     # One Cholesky per interior-point factorization (plus the start, the convexity

@@ -364,9 +364,9 @@ def test_lanes_resumed_after_the_early_polish(monkeypatch, eager):
     resumed = []
     resume = _pipeline._resume
 
-    def spy(xp, ops, prob, sprob, sc, cfg, st, pol):
+    def spy(xp, ops, prob, sprob, sc, cfg, st, level, pol):
         resumed.append(int(np.sum((st.status == int(optnet.Status.SOLVED)) & ~pol.rescued)))
-        return resume(xp, ops, prob, sprob, sc, cfg, st, pol)
+        return resume(xp, ops, prob, sprob, sc, cfg, st, level, pol)
 
     monkeypatch.setattr(_pipeline, "_resume", spy)
     count = 8
@@ -398,10 +398,10 @@ def test_resumed_lanes_progress_count_starts_afresh(monkeypatch):
     starts = []
     run = _pdipm.run
 
-    def spy(xp, ops, prob, cfg, start=None):
+    def spy(xp, ops, prob, cfg, start=None, level=None):
         if start is not None:
             starts.append(start)
-        return run(xp, ops, prob, cfg, start=start)
+        return run(xp, ops, prob, cfg, start=start, level=level)
 
     monkeypatch.setattr(_pdipm, "run", spy)
     data = hard_batch("badly_scaled", 0, 8)
@@ -410,7 +410,7 @@ def test_resumed_lanes_progress_count_starts_afresh(monkeypatch):
     st = starts[0]
     resumed = np.asarray(st.status) == _pdipm.RUNNING
     assert resumed.any() and not resumed.all()
-    assert np.all(np.asarray(st.since)[resumed] == 0)
-    assert np.all(np.isinf(np.asarray(st.anchor)[resumed]))
-    assert np.all(np.isfinite(np.asarray(st.anchor)[~resumed]))
+    assert np.all(np.asarray(st.progress.since)[resumed] == 0)
+    assert np.all(np.isinf(np.asarray(st.progress.anchor)[resumed]))
+    assert np.all(np.isfinite(np.asarray(st.progress.anchor)[~resumed]))
     assert np.all(np.asarray(sol.status) == int(optnet.Status.SOLVED))

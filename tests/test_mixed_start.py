@@ -2,8 +2,9 @@
 
 float64 problems of ``MIXED_MIN_N`` or more variables on NumPy and PyTorch's CPU start
 their interior-point iterations with float32 factors and climb to float64 factors
-(``State.level``); these tests check when that path is taken, that it is taken, and
-that its answers are those of the float64 path and of the reference solver.
+(the driver's precision level, ``_pdipm.run``); these tests check when that path is
+taken, that it is taken, and that its answers are those of the float64 path and of the
+reference solver.
 """
 
 from __future__ import annotations
@@ -89,9 +90,9 @@ def _factor_dtypes(monkeypatch):
     seen = []
     inner = _kkt._factor
 
-    def spy(xp_, ops_, prob, w, delta, skip, factor_dtype):
+    def spy(xp_, ops_, prob, w, delta, skip, factor_dtype, *rest):
         seen.append(np.dtype(factor_dtype))
-        return inner(xp_, ops_, prob, w, delta, skip, factor_dtype)
+        return inner(xp_, ops_, prob, w, delta, skip, factor_dtype, *rest)
 
     monkeypatch.setattr(_kkt, "_factor", spy)
     return seen
@@ -102,10 +103,10 @@ def test_starts_in_float32_and_climbs(monkeypatch):
     interior-point ones float64 (the polish, also float64, comes after)."""
     data = _paper(4, 80)
     seen = _factor_dtypes(monkeypatch)
-    st, _ = _pdipm.run(xp, ops, _prob(data), _pdipm.default_settings(xp, _prob(data)))
+    st, level = _pdipm.run(xp, ops, _prob(data), _pdipm.default_settings(xp, _prob(data)))
     assert seen[0] == np.float32 and seen[1] == np.float32
     assert seen[-1] == np.float64
-    assert int(st.level) >= 1
+    assert int(level) >= 1
     assert np.all(np.asarray(st.status) == int(optnet.Status.SOLVED))
 
 

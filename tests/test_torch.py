@@ -554,3 +554,22 @@ def test_ddp_two_processes_matches_single_process(tmp_path):
             # fails if the gradients are not averaged over the ranks.
             assert _max_diff(out["local_grads"][step], ref["grads"][step]) > 1e-3, (rank, step)
         assert _max_diff(out["params"], ref["params"]) <= 1e-10, rank
+
+
+def test_backward_keeps_no_reference_cycle_to_the_solution():
+    """The autograd node keeps the solver's context for backward, never the solution's
+    outputs: a reference from the node to its own outputs is a cycle through the C++ graph
+    that no garbage collector frees (each training step would keep its factorization)."""
+    import gc
+    import weakref
+
+    Q = torch.eye(3, dtype=torch.float64)
+    q = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    G, h = -torch.eye(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    x = optnet.torch.solve(Q, q, G, h)
+    held = weakref.ref(x.grad_fn.sol.context.x)     # an array of the solver's state
+    x.sum().backward()
+    assert q.grad is not None and torch.all(torch.isfinite(q.grad))
+    del x
+    gc.collect()
+    assert held() is None

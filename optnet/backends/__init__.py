@@ -1,22 +1,30 @@
-"""Backends: one module per array library, each exporting ``namespace``, ``ops``, ``asarray``.
+"""Backends: one module per array library, each declaring the :class:`optnet._ops.Backend`
+protocol (``namespace``, ``asarray``, ``quiet``, ``has_float64``, ``ops``, ``to_host``).
 
 Only this package imports torch, jax or cupy, and only when that backend is
-asked for (by name or by passing its arrays).
+asked for (by name or by passing its arrays). The framework adapters (autodiff
+rules, modules) are not backends: they live in ``optnet/adapters/``.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+
+from .._ops import Backend
 
 NAMES = ("numpy", "array_api_strict", "torch", "jax", "cupy")
 
 
-def load(name: str) -> ModuleType:
-    """Import the backend module ``optnet.backends.<name>``."""
+def load(name: str) -> Backend:
+    """The :class:`Backend` of ``optnet.backends.<name>`` (imported on first use).
+
+    Built from the module's attributes at each call, so that a test may replace one
+    (``ops``, say) for the duration of a solve.
+    """
     if name not in NAMES:
         raise ValueError(f"backend must be one of {NAMES} or None; received {name!r}.")
-    return importlib.import_module(f"{__name__}.{name}")
+    mod = importlib.import_module(f"{__name__}.{name}")
+    return Backend(name=name, **{f: getattr(mod, f) for f in Backend._fields if f != "name"})
 
 
 def library_of(a) -> str | None:

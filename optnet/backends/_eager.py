@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from array_api_compat import device
 
-from .._ops import blank_lanes
+from .._ops import blank_lanes, lane_shift
 
 
 def while_loop(cond, body, state):
@@ -32,7 +32,7 @@ def cholesky_per_lane(xp, H, shifts, raises, factor_dtype, scale, skip):
     ----------
     xp : namespace
     H : (B, k, k)
-    shifts : tuple of float, increasing
+    shifts : tuple of float, increasing, or of one (B,) array (a shift per lane)
     raises : tuple of exception types that signal a non-positive-definite matrix
     factor_dtype : dtype to factor in; the factor is returned in ``H.dtype``.
     scale : (B, k) positive
@@ -48,14 +48,15 @@ def cholesky_per_lane(xp, H, shifts, raises, factor_dtype, scale, skip):
     k = H.shape[-1]
     eye = xp.eye(k, dtype=H.dtype, device=device(H))
     try:
-        L = xp.linalg.cholesky(H + eye * (shifts[0] * scale)[:, None, :])
+        L = xp.linalg.cholesky(H + eye * (lane_shift(shifts[0]) * scale)[:, None, :])
     except raises:
         rows = []
         for i in range(H.shape[0]):
             Li = xp.full((k, k), xp.nan, dtype=H.dtype, device=device(H))
             for shift in shifts:
                 try:
-                    Li = xp.linalg.cholesky(H[i, ...] + eye * (shift * scale[i, ...]))
+                    Li = xp.linalg.cholesky(H[i, ...] + eye * (lane_shift(shift, i)
+                                                               * scale[i, ...]))
                     break
                 except raises:
                     continue

@@ -47,7 +47,7 @@ def factor_lanes(H, shifts, scale, skip, invert: bool = False, overwrite: bool =
     ----------
     H : (B, k, k) ndarray, float32 or float64
         Symmetric; read, never written unless ``overwrite``.
-    shifts : tuple of float, increasing
+    shifts : tuple of float, increasing, or of one (B,) array (a shift per lane)
     scale : (B, k) ndarray, positive
     skip : (B,) bool ndarray
         Lanes not factored: their factor is the identity (``ok`` True).
@@ -72,9 +72,10 @@ def factor_lanes(H, shifts, scale, skip, invert: bool = False, overwrite: bool =
     in_place = overwrite and H.flags.c_contiguous and H.flags.writeable
     U = H if in_place else np.empty((B, k, k), dtype=H.dtype)
     d = U.reshape(B, k * k)[:, :: k + 1]     # the diagonals (a view)
+    per_lane = np.ndim(shifts[0]) > 0
     if in_place:
         d0 = d.copy()
-        d += shifts[0] * scale
+        d += (shifts[0][:, None] if per_lane else shifts[0]) * scale
     ok = np.zeros(B, dtype=bool)
     eye = np.eye(k, dtype=H.dtype)
     for i in range(B):
@@ -84,6 +85,7 @@ def factor_lanes(H, shifts, scale, skip, invert: bool = False, overwrite: bool =
             ok[i] = True
             continue
         for j, shift in enumerate(shifts):
+            shift = shift[i] if per_lane else shift
             if not in_place:
                 lane[...] = H[i]
                 d[i] += shift * scale[i]

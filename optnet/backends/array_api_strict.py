@@ -49,3 +49,7 @@ ops = Ops(name="array_api_strict", cholesky=_cholesky, solve_triangular=_solve_t
 
 def has_float64(device=None) -> bool:
     return True
+
+
+def to_host(a):
+    return np.asarray(a)

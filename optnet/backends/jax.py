@@ -10,17 +10,18 @@ import contextlib
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.scipy.linalg import solve_triangular as _jsolve_triangular
 
-from .._ops import Ops, blank_lanes
+from .._ops import Ops, blank_lanes, lane_shift
 
 namespace = jnp
 
 
 def _chol(H, shift, scale):
     eye = jnp.eye(H.shape[-1], dtype=H.dtype)
-    L = jnp.linalg.cholesky(H + shift * eye * scale[:, None, :])
+    L = jnp.linalg.cholesky(H + eye * (lane_shift(shift) * scale)[:, None, :])
     ok = jnp.all(jnp.isfinite(L), axis=(-2, -1))
     return L, ok
 
@@ -64,3 +65,7 @@ def quiet():
 
 ops = Ops(name="jax", cholesky=_cholesky, solve_triangular=_solve_triangular,
           cond=_cond, while_loop=lax.while_loop)
+
+
+def to_host(a):
+    return np.asarray(a)

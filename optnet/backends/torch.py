@@ -7,27 +7,42 @@ their device; the loop is a Python loop (eager).
 
 from __future__ import annotations
 
+import types
+
 import array_api_compat.torch as xp
 import numpy as np
 import torch
 
-from .._ops import Ops, blank_lanes
+from .._ops import Ops, blank_lanes, lane_shift
 from . import _lapack
 from ._eager import cond, while_loop
 
-namespace = xp
+
+def _vecdot(a, b, /, *, axis=-1):
+    """The inner product as one product kernel (``torch.linalg.vecdot`` takes two, and the
+    compatibility layer's makes ten Python-level calls)."""
+    if axis != -1:
+        a, b = torch.movedim(a, axis, -1), torch.movedim(b, axis, -1)
+    return (a[..., None, :] @ b[..., :, None])[..., 0, 0]
+
+
+# array_api_compat's namespace with a leaner inner product.
+namespace = types.SimpleNamespace(**{k: getattr(xp, k) for k in dir(xp) if not k.startswith("__")})
+namespace.vecdot = _vecdot
 _NP_DTYPE = {torch.float64: np.float64, torch.float32: np.float32}
 
 
 def _finite_diag(L):
-    # A non-finite entry of H reaches the diagonal of L at or after its row.
-    return torch.isfinite(torch.diagonal(L, dim1=-2, dim2=-1)).all(dim=-1)
+    # A non-finite entry of H reaches the diagonal of L at or after its row. (The
+    # diagonal of a Cholesky factor is positive: a comparison finds NaN and inf alike, in
+    # one kernel where isfinite takes four.)
+    return (torch.diagonal(L, dim1=-2, dim2=-1) < torch.inf).all(dim=-1)
 
 
 def _shifted(H, shift, scale):
     """A copy of ``H`` with ``shift * scale`` added to its diagonal (one pass over H)."""
     out = H.clone()
-    out.diagonal(dim1=-2, dim2=-1).add_(shift * scale)
+    out.diagonal(dim1=-2, dim2=-1).add_(lane_shift(shift) * scale)
     return out
 
 
@@ -41,12 +56,22 @@ def _cholesky(H, shifts, factor_dtype, scale, skip, overwrite=False):
         # LAPACK lane by lane, on the tensors' memory (see _lapack): about twice as
         # fast as cholesky_ex at 100 x 100. The factor is the transpose of the
         # returned upper-triangular array (a view), whose other triangle solves ignore.
+        shifts = tuple(t if isinstance(t, float) else t.detach().cpu().numpy()
+                       for t in shifts)
         U, ok = _lapack.factor_lanes(H.detach().contiguous().numpy(), shifts,
                                      scale.detach().contiguous().numpy(),
                                      skip.cpu().numpy(), overwrite=overwrite)
         return torch.from_numpy(U).mT, torch.from_numpy(ok)
-    if bool(skip.any()):
-        H, scale = blank_lanes(xp, H, scale, skip)
+    if len(shifts) == 1:
+        # One try with a shift per lane (the interior point's): no host read, and nothing
+        # blanked or replaced, since a skipped or failed lane's factor is never used.
+        A = H if overwrite else H.clone()
+        A.diagonal(dim1=-2, dim2=-1).add_(lane_shift(shifts[0]) * scale)
+        L, info = torch.linalg.cholesky_ex(A)
+        return L, ((info == 0) & _finite_diag(L)) | skip
+    # Skipped lanes are blanked unconditionally (a selection costs less than the host
+    # read that would tell whether any lane is skipped).
+    H, scale = blank_lanes(xp, H, scale, skip)
     eye = torch.eye(k, dtype=H.dtype, device=H.device)
     L, info = torch.linalg.cholesky_ex(_shifted(H, shifts[0], scale))
     ok = (info == 0) & _finite_diag(L)
@@ -124,3 +149,7 @@ def _narrow_factors(device) -> bool:
 ops = Ops(name="torch", cholesky=_cholesky, solve_triangular=_solve_triangular,
           cond=cond, while_loop=while_loop, eager=True, put_lanes=_put_lanes,
           narrow_factors=_narrow_factors)
+
+
+def to_host(a):
+    return a.detach().cpu().numpy()

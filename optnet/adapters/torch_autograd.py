@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import _adjoint, _pipeline
-from . import torch as backend
+from .. import _adjoint, _pipeline, backends
 
 NAMES = ("Q", "q", "G", "h", "A", "b")
 
@@ -21,12 +20,17 @@ class QPFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(options, Q, q, G, h, A, b):
-        sol = _pipeline.solve_arrays(backend, dict(zip(NAMES, (Q, q, G, h, A, b))), *options)
+        sol = _pipeline.solve_arrays(backends.load("torch"), dict(zip(NAMES, (Q, q, G, h, A, b))),
+                                     *options)
         return sol.x, sol.z, sol.y, sol.status, sol
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.sol = output[4]
+        # Only the solution's context (the problem and the factorization) is kept: the
+        # solution's own x, z, y are this node's outputs, and a reference to them from
+        # the node is a cycle through the C++ graph that no garbage collector frees (every
+        # training step would keep its batch's factorization alive).
+        ctx.sol = _pipeline.context_only(output[4])
         ctx.given = tuple(a is not None for a in inputs[1:])
         ctx.mark_non_differentiable(output[3])
         ctx.set_materialize_grads(True)

@@ -17,21 +17,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _adjoint, _pipeline
-from . import jax as backend
+from .. import _adjoint, _pipeline, backends
 
 NAMES = ("Q", "q", "G", "h", "A", "b")
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _qp(options, Q, q, G, h, A, b):
-    sol = _pipeline.solve_arrays(backend, dict(zip(NAMES, (Q, q, G, h, A, b))), *options)
+    sol = _pipeline.solve_arrays(backends.load("jax"), dict(zip(NAMES, (Q, q, G, h, A, b))),
+                                 *options)
     return sol.x, sol.z, sol.y, sol.status
 
 
 @_qp.defjvp
 def _qp_jvp(options, primals, tangents):
-    sol = _pipeline.solve_arrays(backend, dict(zip(NAMES, primals)), *options)
+    sol = _pipeline.solve_arrays(backends.load("jax"), dict(zip(NAMES, primals)), *options)
     given = {f"d{k}": t for k, p, t in zip(NAMES, primals, tangents) if p is not None}
     t = _adjoint.jvp(sol, **given)
     status_dot = np.zeros(sol.status.shape, dtype=jax.dtypes.float0)

@@ -1,0 +1,159 @@
+"""Array operations and host reads of one torch solve (forward with polish, and backward).
+
+Counts every PyTorch function and tensor method call (a ``TorchFunctionMode``) of
+``optnet.torch.solve`` + ``backward`` of ``sum(x)`` on the OptNet paper's random QP
+(``problems.py``), and the host reads among them: ``bool``, ``int``, ``float``,
+``item``, ``tolist`` and ``__index__`` on tensors (each one a device synchronisation on
+a GPU). Operations per iteration are the solve's total divided by its interior-point
+iterations (the issue's all-in count). These are counts, not timings: they do not
+depend on the machine or its load.
+
+Run: ``python benchmarks/counts.py [--n 10] [--batch 1] [--top 25]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+from pathlib import Path
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from problems import make_problem  # noqa: E402
+
+import optnet  # noqa: E402
+
+HOST_READS = {"__bool__", "__int__", "__float__", "__index__", "item", "tolist"}
+
+
+def _name(func) -> str:
+    return getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
+
+
+class Counter(TorchFunctionMode):
+    """Counts torch calls by name; ``host`` counts the host reads among them."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = collections.Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = _name(func)
+        # Attribute reads (shape, dtype, device, mT) launch nothing: not counted.
+        if not name.startswith("getset_descriptor"):
+            self.calls[name] += 1
+        return func(*args, **(kwargs or {}))
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+    @property
+    def host(self) -> int:
+        return sum(c for k, c in self.calls.items() if k.split(".")[-1] in HOST_READS)
+
+
+# ATen operators that launch no device kernel: metadata queries, a Python number wrapped
+# as a 0-d CPU tensor (passed to the kernel as an argument), the reshape of a product.
+NO_KERNEL = {"sym_size", "sym_stride", "sym_numel", "dim", "scalar_tensor", "_unsafe_view",
+             "lift_fresh"}
+
+
+class Kernels(TorchDispatchMode):
+    """Counts the operators that reach the dispatcher and compute: every ATen operator but
+    views (``slice``, ``select``, ``expand``, ``view``, ...) and those of ``NO_KERNEL``. On
+    a GPU each one is a kernel launch; Python-level calls that compute nothing
+    (``result_type``, ``is_floating_point``, a ``to`` that changes nothing) never get
+    here."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view and func.overloadpacket.__name__ not in NO_KERNEL:
+            self.calls[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+
+class Both:
+    """A :class:`Counter` and a :class:`Kernels` together."""
+
+    def __init__(self):
+        self.calls_mode, self.kernels = Counter(), Kernels()
+
+    def __enter__(self):
+        self.calls_mode.__enter__()
+        self.kernels.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.kernels.__exit__(*exc)
+        self.calls_mode.__exit__(*exc)
+
+
+def count(n: int, batch: int, seed: int = 0, dtype=torch.float64):
+    """Counters of the forward and the backward pass, and the iterations taken."""
+    P = make_problem(batch, n, seed=seed)
+    Q, q, G, h = (torch.as_tensor(P[k], dtype=dtype) for k in "QqGh")
+    for a in (Q, q, G, h):
+        a.requires_grad_(True)
+    optnet.torch.solve(Q, q, G, h).sum().backward()      # warm-up (imports, caches)
+    fwd, bwd = Both(), Both()
+    with fwd:
+        x, status = optnet.torch.solve(Q, q, G, h, status=True)
+    # The autograd engine runs backward outside the mode: count the call it makes
+    # (the core vjp on the forward's solution) directly.
+    sol = optnet.solve(Q.detach(), q.detach(), G, h)
+    with bwd:
+        optnet.vjp(sol, torch.ones_like(sol.x))
+    return fwd, bwd, status
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=10, help="variables = inequality rows")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--top", type=int, default=25, help="most frequent calls to list")
+    args = ap.parse_args(argv)
+    fb, bb, status = count(args.n, args.batch)
+    fwd, bwd = fb.calls_mode, bb.calls_mode
+    # The iteration count is read outside the counted region.
+    iters = _iterations(args.n, args.batch)
+    total = fwd.total + bwd.total
+    kern = fb.kernels.total + bb.kernels.total
+    print(f"n = p = {args.n}, batch {args.batch}, float64, torch {torch.__version__}")
+    print(f"interior-point iterations: {iters}; statuses {status.tolist()}")
+    print(f"torch calls: forward {fwd.total}, backward {bwd.total}, all-in {total}, "
+          f"per iteration {total / max(iters, 1):.1f}")
+    print(f"kernels (computing operators): forward {fb.kernels.total}, backward "
+          f"{bb.kernels.total}, all-in {kern}, per iteration {kern / max(iters, 1):.1f}")
+    print(f"host reads: forward {fwd.host}, backward {bwd.host}, all-in {fwd.host + bwd.host}")
+    print("most frequent kernels:", (fb.kernels.calls + bb.kernels.calls).most_common(12))
+    both = fwd.calls + bwd.calls
+    print(f"\nmost frequent calls (forward + backward, top {args.top}):")
+    for name, c in both.most_common(args.top):
+        print(f"  {c:6d}  {name}")
+    reads = {k: c for k, c in both.items() if k.split(".")[-1] in HOST_READS}
+    print("\nhost reads by kind:", reads or "none")
+
+
+def _iterations(n, batch):
+    P = make_problem(batch, n)
+    Q, q, G, h = (torch.as_tensor(P[k]) for k in "QqGh")
+    sol = optnet.solve(Q, q, G, h)
+    return int(sol.iterations.max())
+
+
+if __name__ == "__main__":
+    main()
