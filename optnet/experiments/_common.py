@@ -164,7 +164,9 @@ def run_epoch(model_step, batches, *, desc, train, optimizer=None, show=True):
     total_loss = total_err = 0.0
     count = n_batches = 0
     start = time.perf_counter()
-    bar = tqdm(batches, desc=desc, leave=False, disable=not show, dynamic_ncols=True)
+    # disable=None: no bar when stderr is not a terminal (background runs, tests).
+    bar = tqdm(batches, desc=desc, leave=False, disable=None if show else True,
+               dynamic_ncols=True, mininterval=0.5)
     with grad_mode():
         for batch in bar:
             if train and optimizer is not None:
