@@ -293,5 +293,6 @@ def load_npz(path, keys):
 
 def _shape_text(shape, sizes=None):
     sizes = sizes or {}
-    return "(" + ", ".join(str(sizes.get(d, d)) if isinstance(d, str) else
-                           ("any" if d is None else str(d)) for d in shape) + ")"
+    parts = [str(sizes.get(d, d)) if isinstance(d, str) else ("any" if d is None else str(d))
+             for d in shape]
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
