@@ -115,6 +115,9 @@ def tv_denoise(y, lam, *, D=None, tol=None):
 class TVDenoiser(nn.Module):
     """OptNet with the TV structure: ``z = argmin 1/2||y - z||^2 + ||M z||_1``, ``M`` learned.
 
+    ``y`` is centred on its mean before the QP and the mean added back (exact
+    for TV, where ``M 1 = 0``; it makes the learned ``M``'s gradients well scaled).
+
     Parameters
     ----------
     M : tensor, shape (r, n)
@@ -131,8 +134,15 @@ class TVDenoiser(nn.Module):
 
     def forward(self, y):
         """Denoise ``y`` (B, n) -> (B, n)."""
-        x = solve(*tv_qp(y, self.M), tol=self.tol)
-        return x[:, : y.shape[1]]
+        # Each signal is denoised about its own mean. For any M with M 1 = 0 (TV) this
+        # changes nothing: the problem is shift-equivariant. But the gradient of the loss
+        # in M_i is an outer product with the solution z, whose entries are the
+        # heights' level (about 55) rather than its variation; uncentred, that common
+        # level dominates every row's gradient and the first steps add a constant to each
+        # row (penalizing the mean level), which raises the MSE.
+        mean = y.mean(dim=1, keepdim=True)
+        x = solve(*tv_qp(y - mean, self.M), tol=self.tol)
+        return x[:, : y.shape[1]] + mean
 
 
 class OptNetDenoiser(nn.Module):

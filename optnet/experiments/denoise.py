@@ -55,6 +55,9 @@ def add_arguments(parser):
     parser.add_argument("--fc-epochs", type=_positive("--fc-epochs", int), default=100,
                         help="epochs of the FC network (default 100; --epochs is for the QP "
                              "models)")
+    parser.add_argument("--model-epochs", type=_int_map, default={},
+                        help="epochs per model as model=N,... (default --epochs for the QP "
+                             "models, --fc-epochs for fc)")
     parser.add_argument("--lambda-grid", type=_positive("--lambda-grid", int), default=21,
                         help="evenly spaced lambdas in [0, 100] for the TV sweep (default 21)")
     parser.add_argument("--lambda-refine", type=_nonnegative("--lambda-refine"), default=1.0,
@@ -67,16 +70,22 @@ def add_arguments(parser):
                              "all; they are the slowest)")
     parser.add_argument("--lr", type=_lr_map, default={},
                         help="learning rates as model=value,... (defaults fc=1e-3, "
-                             "optnet=1e-3, learned_d=1e-2, tuned_tv=1e-2)")
+                             "optnet=1e-3, learned_d=5e-2, tuned_tv=1e-2)")
+    parser.add_argument("--eval-every", type=_positive("--eval-every", int), default=1,
+                        help="measure the test MSE every this many epochs, and after the last "
+                             "(default 1)")
     parser.add_argument("--tol", type=_positive("--tol", float), default=None,
                         help="QP solver tolerance (default the solver's)")
     parser.add_argument("--append", action="store_true",
                         help="add to the metrics and results already in --out (to run models "
                              "in separate processes) instead of starting afresh")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: rebuild results.md and the plots from the files "
+                             "in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-LEARNING_RATES = {"fc": 1e-3, "optnet": 1e-3, "learned_d": 1e-2, "tuned_tv": 1e-2}
+LEARNING_RATES = {"fc": 1e-3, "optnet": 1e-3, "learned_d": 5e-2, "tuned_tv": 1e-2}
 
 
 def _positive(option, kind):
@@ -112,6 +121,18 @@ def _model_list(text):
     return names
 
 
+def _int_map(text):
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, _, value = item.partition("=")
+        if name not in LEARNING_RATES or not value.isdigit() or int(value) < 1:
+            raise argparse.ArgumentTypeError(
+                f"--model-epochs takes model=N pairs for {', '.join(LEARNING_RATES)} with "
+                f"positive integers N; received {item!r}")
+        out[name] = int(value)
+    return out
+
+
 def _lr_map(text):
     out = {}
     for item in filter(None, (t.strip() for t in text.split(","))):
@@ -134,6 +155,7 @@ def _settings(args):
          "batch_size": args.batch_size, "lambda_grid": args.lambda_grid,
          "lambda_refine": args.lambda_refine, "sweep_size": args.sweep_size,
          "qp_train_size": args.qp_train_size}
+    model_epochs = getattr(args, "model_epochs", {})
     if args.quick:
         defaults = {"n_signals": 10000, "epochs": 10, "fc_epochs": 100, "batch_size": 100,
                     "lambda_grid": 21, "lambda_refine": 1.0, "sweep_size": None,
@@ -141,6 +163,8 @@ def _settings(args):
         for k, v in QUICK.items():
             if s[k] == defaults[k]:
                 s[k] = v
+    s["model_epochs"] = {"fc": s["fc_epochs"], "optnet": s["epochs"], "learned_d": s["epochs"],
+                         "tuned_tv": s["epochs"], **model_epochs}
     return s
 
 
@@ -225,7 +249,7 @@ def run_tv_sweep(train, s, tol, show):
 # ----------------------------------------------------------------------------- training
 
 def train_model(name, model, data, s, *, epochs, lr, log, rng, show, train_size=None,
-                start=None):
+                start=None, eval_every=1):
     """Train ``model`` with Adam on the MSE; log train/test MSE per epoch.
 
     The epoch's train MSE is the running mean over its minibatches (the
@@ -240,6 +264,8 @@ def train_model(name, model, data, s, *, epochs, lr, log, rng, show, train_size=
         Use only the first ``train_size`` training signals.
     start : (train_mse, test_mse), optional
         The starting model's MSEs when already known (logged as epoch 0).
+    eval_every : int
+        Measure the test MSE every this many epochs and after the last.
 
     Returns
     -------
@@ -271,6 +297,10 @@ def train_model(name, model, data, s, *, epochs, lr, log, rng, show, train_size=
         loss, err, sec = run_epoch(step, _batches(len(tr_y), bs, rng), train=True,
                                    optimizer=opt, desc=f"{name} epoch {epoch}", show=show)
         log.add(name, epoch, "train", loss, err, sec)
+        if epoch % eval_every and epoch != epochs:
+            if show:
+                print(f"{name} epoch {epoch}: train MSE {err:.4g} (running)")
+            continue
         tsec = time.perf_counter()
         test = evaluate(model, te_y, te_x, bs)
         tsec = (time.perf_counter() - tsec) / max(1, -(-len(te_y) // bs))
@@ -381,8 +411,9 @@ def run(args):
 
     from . import _denoise_data, _denoise_models
     from ._common import MetricsLog, seed_everything
-    from ._plots import plot_curves
 
+    if args.report_only:
+        return report(args.out)
     if args.device != "cpu" and not args.device.startswith("cuda"):
         raise ValueError(f"--device must be cpu or cuda[:k], received {args.device!r}")
     s = _settings(args)
@@ -404,14 +435,23 @@ def run(args):
     data = (tensor(train.noisy), tensor(train.clean), tensor(test.noisy), tensor(test.clean))
     log = MetricsLog(out, fresh=not args.append)
     rows_path = out / "denoise_rows.json"
-    rows = json.loads(rows_path.read_text()) if args.append and rows_path.exists() else {}
+    if not args.append:
+        rows_path.unlink(missing_ok=True)
+    rows = {}
     rows["_n_test"] = len(test)
+    rows["_settings"] = {"n_signals": s["n_signals"]}
+    mine = {"_n_test", "_settings"}
     result = {"out": str(out)}
     bs = s["batch_size"]
     qp_size = s["qp_train_size"]
 
     def save(name, r):
+        if rows_path.exists():
+            # Other processes (--append) may have stored their models since this one started.
+            rows.update({k: v for k, v in json.loads(rows_path.read_text()).items()
+                         if k not in mine})
         rows[name] = r
+        mine.add(name)
         result[f"{name}_train"], result[f"{name}_test"] = r["train"], r["test"]
         rows_path.write_text(json.dumps(rows, indent=1))
         write_table(out, rows, s)
@@ -424,7 +464,6 @@ def run(args):
             w = csv.writer(f)
             w.writerow(["lambda", "train_mse"])
             w.writerows([f"{lam:g}", f"{m:.6g}"] for lam, m in sweep)
-        plot_sweep(sweep, best, out / "denoise_lambda_sweep.png")
         tv = lambda y: _denoise_models.tv_denoise(y, best, tol=args.tol)  # noqa: E731
         tr, te = evaluate(tv, data[0], data[1], bs), evaluate(tv, data[2], data[3], bs)
         log.add("tv", 0, "train", tr, tr, 0.0)
@@ -436,15 +475,17 @@ def run(args):
             print(f"TV lambda {best:g}: train MSE {tr:.4g}, test MSE {te:.4g}")
 
     n = data[0].shape[1]
+    epochs = s["model_epochs"]
+
+    def fit(name, model, **kw):
+        return train_model(name, model, data, s, epochs=epochs[name], lr=lr[name], log=log,
+                           rng=rng, show=show, eval_every=args.eval_every, **kw)
+
     if "fc" in models:
-        model = _denoise_models.FCDenoiser(n).to(device)
-        save("fc", train_model("fc", model, data, s, epochs=s["fc_epochs"], lr=lr["fc"],
-                               log=log, rng=rng, show=show))
+        save("fc", fit("fc", _denoise_models.FCDenoiser(n).to(device)))
     if "optnet" in models:
         model = _denoise_models.OptNetDenoiser(n, 2 * n - 1, 2 * (n - 1), tol=args.tol)
-        save("optnet", train_model("optnet", model.to(device), data, s, epochs=s["epochs"],
-                                   lr=lr["optnet"], log=log, rng=rng, show=show,
-                                   train_size=qp_size))
+        save("optnet", fit("optnet", model.to(device), train_size=qp_size))
     if "learned_d" in models:
         # The random start has entries of the size of the tuned difference matrix's
         # row norm (lambda * sqrt(2), lambda about 13), so that the penalty starts
@@ -452,23 +493,56 @@ def run(args):
         gen = torch.Generator().manual_seed(args.seed + 1)
         M0 = _denoise_models.random_matrix(n - 1, n, 13.0 * 2 ** 0.5, generator=gen)
         model = _denoise_models.TVDenoiser(M0.to(device), tol=args.tol)
-        r = train_model("learned_d", model, data, s, epochs=s["epochs"], lr=lr["learned_d"],
-                        log=log, rng=rng, show=show, train_size=qp_size)
-        M1 = model.M.detach().cpu().numpy()
-        np.savez(out / "learned_d.npz", before=M0.numpy(), after=M1)
-        plot_fig3(M0.numpy(), M1, out / "denoise_fig3.png")
+        r = fit("learned_d", model, train_size=qp_size)
+        np.savez(out / "learned_d.npz", before=M0.numpy(), after=model.M.detach().cpu().numpy())
         save("learned_d", r)
     if "tuned_tv" in models:
         M0 = best * _denoise_models.difference_matrix(n, device=device)
         model = _denoise_models.TVDenoiser(M0, tol=args.tol)
-        r = train_model("tuned_tv", model, data, s, epochs=s["epochs"], lr=lr["tuned_tv"],
-                        log=log, rng=rng, show=show,
-                        start=(rows["tv"]["train"], rows["tv"]["test"]))
+        r = fit("tuned_tv", model, start=(rows["tv"]["train"], rows["tv"]["test"]))
         np.savez(out / "tuned_tv.npz", before=M0.cpu().numpy(),
                  after=model.M.detach().cpu().numpy())
         save("tuned_tv", r)
         result["tuned_tv_gain_percent"] = 100 * (1 - r["test"] / rows["tv"]["test"])
 
+    make_plots(out)
+    return result
+
+
+def make_plots(out):
+    """The curves, and (where their files are in ``out``) the sweep and Fig. 3."""
+    from ._plots import plot_curves
+
+    out = Path(out)
     plot_curves(out / "metrics.csv", out / "denoise_curves.png", metric="error",
                 title="Denoising: MSE per epoch (train dashed, test solid)")
+    if (out / "tv_sweep.csv").exists():
+        with open(out / "tv_sweep.csv", newline="") as f:
+            sweep = [(float(r["lambda"]), float(r["train_mse"])) for r in csv.DictReader(f)]
+        plot_sweep(sweep, min(sweep, key=lambda r: r[1])[0], out / "denoise_lambda_sweep.png")
+    if (out / "learned_d.npz").exists():
+        with np.load(out / "learned_d.npz", allow_pickle=False) as f:
+            plot_fig3(f["before"], f["after"], out / "denoise_fig3.png")
+
+
+def report(out):
+    """Rebuild ``results.md`` and the plots from the files a run left in ``out``.
+
+    Returns
+    -------
+    dict
+        ``<model>_train`` and ``<model>_test`` for the models stored there.
+    """
+    out = Path(out)
+    path = out / "denoise_rows.json"
+    if not path.exists():
+        raise ValueError(f"{path} not found: --report-only needs the output folder of a run")
+    rows = json.loads(path.read_text())
+    write_table(out, rows, rows.get("_settings", {"n_signals": "?"}))
+    make_plots(out)
+    result = {"out": str(out)}
+    for name in MODELS:
+        if name in rows:
+            result[f"{name}_train"], result[f"{name}_test"] = (rows[name]["train"],
+                                                                 rows[name]["test"])
     return result
