@@ -27,6 +27,7 @@ import numpy as np
 from . import _sudoku_data as data
 from ._common import (
     MetricsLog,
+    QPGraphReleaser,
     add_common_arguments,
     append_results,
     load_npz,
@@ -65,6 +66,9 @@ def add_arguments(parser):
     parser.add_argument("--baseline-epochs", type=int, default=None,
                         help="epochs of the conv and FC nets (default: --epochs)")
     parser.add_argument("--lr", type=float, default=0.1, help="OptNet's Adam rate (default 0.1)")
+    parser.add_argument("--lr-decay", type=float, default=1.0,
+                        help="multiply OptNet's rate by this after each epoch (default 1: the "
+                             "paper's constant rate)")
     parser.add_argument("--baseline-lr", type=float, default=1e-3,
                         help="the baselines' Adam rate (default 1e-3)")
     parser.add_argument("--conv-width", type=int, default=512,
@@ -91,6 +95,8 @@ def _settings(args):
     for k in ("n_puzzles", "conv_width", "conv_layers", "fc_width"):
         if s[k] < 1:
             raise ValueError(f"--{k.replace('_', '-')} must be positive, received {s[k]}")
+    if not 0 < args.lr_decay <= 1:
+        raise ValueError(f"--lr-decay must be in (0, 1], received {args.lr_decay}")
     if s["baseline_epochs"] < 0:
         raise ValueError(f"--baseline-epochs must be >= 0, received {s['baseline_epochs']}")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -99,6 +105,7 @@ def _settings(args):
         raise ValueError(f"--models must be a comma-separated subset of {','.join(MODELS)}, "
                          f"received {args.models!r}")
     s["models"] = models
+    s["lr"], s["lr_decay"] = args.lr, args.lr_decay
     return s
 
 
@@ -178,11 +185,15 @@ def _torch_models():
             self.register_buffer("G", -torch.eye(N_VARS, **kw))
             self.register_buffer("h", torch.zeros(N_VARS, **kw))
             self.unsolved = 0
+            self.releaser = QPGraphReleaser()
 
         def forward(self, puzzles):
+            # The previous step's backward is done: free its solver state (see QPGraphReleaser).
+            self.releaser.release()
             q = -puzzles.reshape(-1, N_VARS).to(torch.float64)
             b = self.A @ torch.exp(self.log_z0)
             x, status = optnet.torch.solve(self.Q, q, self.G, self.h, self.A, b, status=True)
+            self.releaser.track(x)
             self.unsolved += int((status != int(optnet.Status.SOLVED)).sum())
             return x.reshape(puzzles.shape)
 
@@ -224,7 +235,7 @@ def _batches(n, batch_size, rng=None):
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
-def _train_torch(name, model, lr, epochs, split, s, rng, log, device, show):
+def _train_torch(name, model, lr, epochs, split, s, rng, log, device, show, lr_decay=1.0):
     """Train one torch model, logging each epoch; returns its per-epoch records."""
     import torch
 
@@ -232,6 +243,7 @@ def _train_torch(name, model, lr, epochs, split, s, rng, log, device, show):
                               for x, y in split)
     model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=lr_decay)
 
     def step(xs, ys):
         def model_step(idx):
@@ -265,6 +277,7 @@ def _train_torch(name, model, lr, epochs, split, s, rng, log, device, show):
         stats = run_epoch(step(xtr, ytr), _batches(len(xtr), s["batch_size"], rng),
                           desc=f"{name} epoch {epoch}", train=True, optimizer=opt, show=show)
         unsolved_train = getattr(model, "unsolved", 0) - before
+        schedule.step()
         evaluate(epoch, stats)
         records[-1]["unsolved_train"] = unsolved_train
     return records, model
@@ -282,7 +295,7 @@ def _print_epoch(name, rec):
 # --------------------------------------------------------------------------- JAX OptNet
 
 
-def _train_jax(split, s, lr, rng, log, seed, show):
+def _train_jax(split, s, lr, rng, log, seed, show, lr_decay=1.0):
     """Train the same OptNet model with ``optnet.jax.solve`` and optax's Adam (float64)."""
     import jax
 
@@ -299,7 +312,8 @@ def _train_jax(split, s, lr, rng, log, seed, show):
     key = jax.random.key(seed)
     params = {"A": jax.random.uniform(key, (N_EQ, N_VARS), dtype=jnp.float64),
               "log_z0": jnp.zeros(N_VARS)}
-    opt = optax.adam(lr)
+    steps_per_epoch = -(-len(split[0][0]) // s["batch_size"])
+    opt = optax.adam(optax.exponential_decay(lr, steps_per_epoch, lr_decay, staircase=True))
     state = opt.init(params)
 
     def forward(p, puzzles):
@@ -399,7 +413,8 @@ def run(args):
         t0 = time.perf_counter()
         if name == "optnet" and args.framework == "jax":
             name = "optnet-jax"
-            records, A = _train_jax(split, s, args.lr, rng, log, args.seed, show)
+            records, A = _train_jax(split, s, args.lr, rng, log, args.seed, show,
+                                    args.lr_decay)
         else:
             import torch
 
@@ -413,7 +428,8 @@ def run(args):
             else:
                 model, lr, epochs = SudokuFC(s["fc_width"]), args.baseline_lr, s["baseline_epochs"]
             records, model = _train_torch(name, model, lr, epochs, split, s, rng, log,
-                                          args.device, show)
+                                          args.device, show,
+                                          args.lr_decay if name == "optnet" else 1.0)
             A = model.A.detach().cpu().numpy() if name == "optnet" else None
         seconds = time.perf_counter() - t0
         last = records[-1]
@@ -471,7 +487,8 @@ def _write_outputs(out, summary_rows, epoch_rows, angles_text, source, s, total,
         append_results(out, "Per epoch (epoch 0: before training; train columns are the "
                             "running means over the epoch):\n\n" + "\n".join(table))
         append_results(out, angles_text)
-    append_results(out, f"Data: {source}. Settings: batch {s['batch_size']}, conv "
+    append_results(out, f"Data: {source}. Settings: batch {s['batch_size']}, OptNet Adam rate "
+                        f"{s['lr']} (x {s['lr_decay']} per epoch), conv "
                         f"{s['conv_layers']} x {s['conv_width']} filters, FC width "
                         f"{s['fc_width']}; wall time {total:.0f} s.")
 
