@@ -124,7 +124,7 @@ def count_solutions(cells, limit=2):
                 grid[best] = -1
                 if found >= limit:
                     break
-        return found
+        return min(found, limit)
 
     return search()
 
