@@ -274,7 +274,7 @@ def train_model(name, model, data, s, *, epochs, lr, log, rng, show, train_size=
     """
     import torch
 
-    from ._common import run_epoch
+    from ._common import QPGraphReleaser, run_epoch
 
     tr_y, tr_x, te_y, te_x = data
     if train_size is not None:
@@ -287,8 +287,12 @@ def train_model(name, model, data, s, *, epochs, lr, log, rng, show, train_size=
         for split, mse in zip(("train", "test"), start):
             log.add(name, 0, split, mse, mse, 0.0)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    if hasattr(model, "releaser"):
+        model.releaser = QPGraphReleaser()
 
     def step(idx):
+        if getattr(model, "releaser", None) is not None:
+            model.releaser.release()  # the previous step's backward has run
         idx = torch.as_tensor(idx)
         loss = ((model(tr_y[idx]) - tr_x[idx]) ** 2).mean()
         return loss, float(loss.detach()), len(idx)
@@ -307,6 +311,9 @@ def train_model(name, model, data, s, *, epochs, lr, log, rng, show, train_size=
         log.add(name, epoch, "test", test, test, tsec)
         if show:
             print(f"{name} epoch {epoch}: train MSE {err:.4g} (running), test MSE {test:.4g}")
+    if getattr(model, "releaser", None) is not None:
+        model.releaser.release()
+        model.releaser = None
     train = evaluate(model, tr_y, tr_x, bs)
     return {"train": train, "test": test if epochs else evaluate(model, te_y, te_x, bs),
             "n_train": len(tr_y), "epochs": epochs, "seconds": time.perf_counter() - t0}
@@ -414,15 +421,19 @@ def run(args):
 
     if args.report_only:
         return report(args.out)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     if args.device != "cpu" and not args.device.startswith("cuda"):
         raise ValueError(f"--device must be cpu or cuda[:k], received {args.device!r}")
     s = _settings(args)
-    models = list(dict.fromkeys((["tv"] if "tuned_tv" in args.models else []) + args.models))
+    rows_path = out / "denoise_rows.json"
+    stored = json.loads(rows_path.read_text()) if args.append and rows_path.exists() else {}
+    # tuned_tv starts from the TV solution: run the sweep unless --append finds it stored.
+    need_tv = "tuned_tv" in args.models and "tv" not in stored
+    models = list(dict.fromkeys((["tv"] if need_tv else []) + args.models))
     models = [m for m in MODELS if m in models]
     lr = {**LEARNING_RATES, **args.lr}
     show = not args.no_progress
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     rng = seed_everything(args.seed)
     device = torch.device(args.device)
 
@@ -434,7 +445,6 @@ def run(args):
 
     data = (tensor(train.noisy), tensor(train.clean), tensor(test.noisy), tensor(test.clean))
     log = MetricsLog(out, fresh=not args.append)
-    rows_path = out / "denoise_rows.json"
     if not args.append:
         rows_path.unlink(missing_ok=True)
     rows = {}
@@ -456,7 +466,7 @@ def run(args):
         rows_path.write_text(json.dumps(rows, indent=1))
         write_table(out, rows, s)
 
-    best = None
+    best = stored["tv"]["lambda"] if "tv" in stored else None
     if "tv" in models:
         t0 = time.perf_counter()
         sweep, best, n_sweep = run_tv_sweep(data[:2], s, args.tol, show)
@@ -499,11 +509,12 @@ def run(args):
     if "tuned_tv" in models:
         M0 = best * _denoise_models.difference_matrix(n, device=device)
         model = _denoise_models.TVDenoiser(M0, tol=args.tol)
-        r = fit("tuned_tv", model, start=(rows["tv"]["train"], rows["tv"]["test"]))
+        tv_row = rows.get("tv", stored.get("tv"))
+        r = fit("tuned_tv", model, start=(tv_row["train"], tv_row["test"]))
         np.savez(out / "tuned_tv.npz", before=M0.cpu().numpy(),
                  after=model.M.detach().cpu().numpy())
         save("tuned_tv", r)
-        result["tuned_tv_gain_percent"] = 100 * (1 - r["test"] / rows["tv"]["test"])
+        result["tuned_tv_gain_percent"] = 100 * (1 - r["test"] / tv_row["test"])
 
     make_plots(out)
     return result
