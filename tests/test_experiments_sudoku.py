@@ -12,6 +12,17 @@ from optnet.experiments import _sudoku_data as sd
 from optnet.experiments import cli, sudoku
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: these runs are small, and on a shared machine more threads
+    mostly wait on each other (restored afterwards for the rest of the suite)."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _is_sudoku(grid):
     """Independent check: rows, columns and 2x2 boxes of a (4, 4) grid are permutations."""
     g = np.asarray(grid).reshape(4, 4)

@@ -41,7 +41,7 @@ MODELS = ("optnet", "fc")
 
 def add_arguments(parser):
     """The MNIST experiment's options (the common ones, --data-dir, --lr, --models)."""
-    add_common_arguments(parser, epochs=30, batch_size=64)
+    add_common_arguments(parser, epochs=100, batch_size=64)
     parser.add_argument("--data-dir", metavar="DIR", type=Path,
                         help="folder with the MNIST IDX files (train-images-idx3-ubyte, "
                              "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
