@@ -57,6 +57,12 @@ def plot_curves(metrics_csv, out_png, *, metric="error", title):
         ax.grid(alpha=0.3)
     if all(r["loss"] > 0 for r in rows):
         axes[0].set_yscale("log")
+    positive = [r[metric] for r in rows if r[metric] > 0]
+    if positive and min(r[metric] for r in rows) >= 0 and max(positive) > 20 * max(
+            min(positive), 1e-3):
+        # Errors spanning decades (1.0 down to 0.01 and 0): log above 0.01, linear below,
+        # so the final errors that matter are not squashed onto the axis.
+        axes[1].set_yscale("symlog", linthresh=0.01)
     axes[1].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
