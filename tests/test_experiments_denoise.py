@@ -214,3 +214,22 @@ def test_tuned_tv_improves_on_tv():
             opt.step()
     end = denoise.evaluate(model, te_y, te_x, 100)
     assert end < start, (start, end)
+
+
+def test_append_and_report_only(tmp_path):
+    from optnet.experiments import cli
+
+    base = ["denoise", "--no-progress", "--n-signals", "40", "--fc-epochs", "1",
+            "--batch-size", "10", "--out", str(tmp_path)]
+    cli.main([*base, "--models", "fc"])
+    cli.main([*base, "--models", "tv", "--lambda-grid", "3", "--lambda-refine", "0",
+              "--sweep-size", "10", "--append"])
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        assert {r["model"] for r in csv.DictReader(f)} == {"fc", "tv"}
+    (tmp_path / "results.md").unlink()
+    result = cli.run_experiment([*base, "--report-only"])
+    text = (tmp_path / "results.md").read_text()
+    assert "FC net" in text and "Total variation" in text
+    assert result["fc_test"] > 0 and result["tv_test"] > 0
+    with pytest.raises(ValueError):
+        cli.run_experiment(["denoise", "--report-only", "--out", str(tmp_path / "empty")])
