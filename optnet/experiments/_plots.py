@@ -18,7 +18,7 @@ def plot_curves(metrics_csv, out_png, *, metric="error", title):
     metrics_csv : str or Path
         A file written by :class:`~optnet.experiments._common.MetricsLog`.
     out_png : str or Path
-        The PNG to write (small: about 800x320 pixels).
+        The PNG to write (small: about 1000x320 pixels).
     metric : str
         The second panel's column, ``"error"`` (default) or ``"seconds"``.
     title : str
@@ -39,7 +39,7 @@ def plot_curves(metrics_csv, out_png, *, metric="error", title):
                          f"received {metric!r}")
     rows = read_metrics(metrics_csv)
     models = list(dict.fromkeys(r["model"] for r in rows))
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=100)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), dpi=100)
     for i, model in enumerate(models):
         colour = f"C{i}"
         for split, style in (("train", "--"), ("test", "-")):
@@ -63,7 +63,8 @@ def plot_curves(metrics_csv, out_png, *, metric="error", title):
         # Errors spanning decades (1.0 down to 0.01 and 0): log above 0.01, linear below,
         # so the final errors that matter are not squashed onto the axis.
         axes[1].set_yscale("symlog", linthresh=0.01)
-    axes[1].legend(fontsize=7)
+    # Outside the panels, to the right: the curves of several models fill both panels.
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     out_png = Path(out_png)
