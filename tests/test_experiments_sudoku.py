@@ -162,6 +162,21 @@ def test_bad_options_raise_value_errors(tmp_path):
         cli.run_experiment(["sudoku", "--n-puzzles", "0", "--out", str(tmp_path)])
 
 
+def test_quick_settings_keep_explicit_options():
+    parser = cli.build_parser(["sudoku"])
+    quick = sudoku._settings(parser.parse_args(["sudoku", "--quick"]))
+    assert quick["n_puzzles"] == 3000 and quick["epochs"] == 6 and quick["conv_width"] == 128
+    assert quick["baseline_epochs"] == 6 and quick["models"] == ["optnet", "conv", "fc"]
+    mixed = sudoku._settings(parser.parse_args(["sudoku", "--quick", "--epochs", "2",
+                                                "--conv-width", "32"]))
+    assert mixed["epochs"] == mixed["baseline_epochs"] == 2 and mixed["conv_width"] == 32
+    full = sudoku._settings(parser.parse_args(["sudoku"]))
+    assert (full["n_puzzles"], full["epochs"], full["conv_width"], full["conv_layers"],
+            full["batch_size"], full["lr"]) == (10000, 5, 512, 10, 150, 0.1)
+    with pytest.raises(ValueError, match="--lr-decay"):
+        sudoku._settings(parser.parse_args(["sudoku", "--lr-decay", "1.5"]))
+
+
 def _rows(out):
     with open(out / "metrics.csv", newline="") as f:
         reader = csv.reader(f)

@@ -44,7 +44,7 @@ N_EQ = 40  # rank of the true Sudoku constraint matrix (tests check it)
 # --quick: 3000 puzzles and 6 epochs rather than fewer, because OptNet needs about a
 # hundred Adam steps of batch 150 to learn the constraints (with 1000 puzzles and 3
 # epochs its test error is still above 90%); about a minute on one CPU core.
-QUICK = {"n_puzzles": 3000, "epochs": 6, "baseline_epochs": 6, "conv_width": 128,
+QUICK = {"n_puzzles": 3000, "epochs": 6, "conv_width": 128,
          "conv_layers": 6, "fc_width": 256, "batch_size": 150}
 
 
@@ -81,12 +81,13 @@ def add_arguments(parser):
 
 
 def _settings(args):
-    """The run's settings: the options, with --quick's smaller defaults where not given."""
+    """The run's settings: the options, with --quick's smaller values for those left at
+    their defaults (``--quick --epochs 2`` trains 2 epochs)."""
     s = {k: getattr(args, k) for k in ("n_puzzles", "epochs", "baseline_epochs", "conv_width",
                                        "conv_layers", "fc_width", "batch_size")}
     if args.quick:
-        defaults = {"n_puzzles": 10000, "epochs": 5, "baseline_epochs": None,
-                    "conv_width": 512, "conv_layers": 10, "fc_width": 512, "batch_size": 150}
+        defaults = {"n_puzzles": 10000, "epochs": 5, "conv_width": 512, "conv_layers": 10,
+                    "fc_width": 512, "batch_size": 150}
         for k, v in QUICK.items():
             if s[k] == defaults[k]:
                 s[k] = v
