@@ -1,61 +1,21 @@
 """Solve a batch of random QPs (the OptNet paper's benchmark problem) and report.
 
-Run: ``python examples/demo.py [--batch 16] [--n 50] [--dtype float64]``.
-A few lanes are made infeasible or unbounded on purpose to show per-problem
-statuses; the others are solved and their objective printed.
+Run: ``python examples/demo.py [--batch 16] [--n 50] [--dtype float64]``, the same
+as ``optnet demo [...]`` (the code is in ``optnet/experiments/demo.py``). A few
+lanes are made infeasible or unbounded on purpose to show per-problem statuses;
+the others are solved and their objective printed.
 """
 
 from __future__ import annotations
 
-import argparse
-import time
+import sys
 
-import numpy as np
-
-import optnet
-
-
-def random_qps(batch, n, p, rng):
-    """Amos & Kolter (2017), footnote 4: Q = U'U + 1e-3 I, G normal, h = G z0 + s0."""
-    U = rng.uniform(size=(batch, n, n))
-    Q = U.transpose(0, 2, 1) @ U + 1e-3 * np.eye(n)
-    q = rng.normal(size=(batch, n))
-    G = rng.normal(size=(batch, p, n))
-    h = np.einsum("bij,bj->bi", G, rng.normal(size=(batch, n))) + rng.uniform(size=(batch, p))
-    return Q, q, G, h
+from optnet.experiments.cli import main as optnet_main
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--n", type=int, default=50)
-    ap.add_argument("--dtype", choices=["float32", "float64"], default="float64")
-    args = ap.parse_args(argv)
-    rng = np.random.default_rng(0)
-    Q, q, G, h = random_qps(args.batch, args.n, args.n, rng)
-    # Lane 1: infeasible (x_0 <= -1 and -x_0 <= -1). Lane 2: unbounded (an LP with a free ray).
-    G[1, 0], G[1, 1], h[1, :2] = 0.0, 0.0, -1.0
-    G[1, 0, 0], G[1, 1, 0] = 1.0, -1.0
-    Q[2] = 0.0
-    G[2, :, 0], q[2, 0] = 0.0, -1.0
-    Q, q, G, h = (a.astype(args.dtype) for a in (Q, q, G, h))
-
-    t0 = time.perf_counter()
-    sol = optnet.solve(Q, q, G, h)
-    elapsed = time.perf_counter() - t0
-
-    obj = 0.5 * np.einsum("bi,bij,bj->b", sol.x, Q, sol.x) + np.einsum("bi,bi->b", q, sol.x)
-    print(f"optnet {optnet.__version__}: {args.batch} QPs, n = p = {args.n}, {args.dtype}, "
-          f"solved in {elapsed:.3f} s")
-    print(f"{'lane':>4}  {'status':<18} {'iters':>5}  {'objective':>14}  {'primal res':>10}  "
-          f"{'dual res':>10}")
-    for i in range(args.batch):
-        status = optnet.Status(int(sol.status[i]))
-        print(f"{i:>4}  {status.name:<18} {int(sol.iterations[i]):>5}  {obj[i]:>14.6g}  "
-              f"{sol.primal_residual[i]:>10.2e}  {sol.dual_residual[i]:>10.2e}")
-    counts = {s.name: int(np.sum(sol.status == s)) for s in optnet.Status}
-    print("statuses:", ", ".join(f"{k} {v}" for k, v in counts.items() if v))
+    return optnet_main(["demo", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # The pinned CPU build of torch first: a bare "torch" requirement would pull a CUDA build.
 python -m pip install --quiet "torch==2.13.0"
-python -m pip install --quiet -e ".[test,torch,jax]"
+python -m pip install --quiet -e ".[test,torch,jax,experiments]"
 python -m pytest -q "$@"
