@@ -228,36 +228,6 @@ def append_results(out_dir, text):
     return path
 
 
-class QPGraphReleaser:
-    """Frees the solver state that ``optnet.torch.solve`` keeps after a backward pass.
-
-    ``QPFunction`` stores its solution object on the autograd context and returns
-    the same solution's ``x`` as its output, so context -> solution -> ``x`` ->
-    ``grad_fn`` (the context) is a reference cycle through torch's C++ graph that
-    Python's garbage collector cannot see: each training step would keep its
-    batch's factorizations alive (about 40 MB a step for the Sudoku model). Call
-    :meth:`track` on each solve's output and :meth:`release` once the step's
-    backward pass is done (for instance at the start of the next forward); the
-    context's reference to the solution is dropped, which breaks the cycle.
-    """
-
-    def __init__(self):
-        self._nodes = []
-
-    def track(self, x):
-        """Remember ``x.grad_fn`` (a QP solve's node) for :meth:`release`; returns ``x``."""
-        node = getattr(x, "grad_fn", None)
-        if node is not None and hasattr(node, "sol"):
-            self._nodes.append(node)
-        return x
-
-    def release(self):
-        """Drop the tracked nodes' solution objects (their backward must have run)."""
-        for node in self._nodes:
-            node.sol = None
-        self._nodes.clear()
-
-
 def load_npz(path, keys):
     """Load arrays from an ``.npz`` file, without unpickling, and check them.
 

@@ -131,7 +131,6 @@ class TVDenoiser(nn.Module):
         super().__init__()
         self.M = nn.Parameter(M.detach().clone())
         self.tol = tol
-        self.releaser = None
 
     def forward(self, y):
         """Denoise ``y`` (B, n) -> (B, n)."""
@@ -142,7 +141,7 @@ class TVDenoiser(nn.Module):
         # level dominates every row's gradient and the first steps add a constant to each
         # row (penalizing the mean level), which raises the MSE.
         mean = y.mean(dim=1, keepdim=True)
-        x = _tracked(self, solve(*tv_qp(y - mean, self.M), tol=self.tol))
+        x = solve(*tv_qp(y - mean, self.M), tol=self.tol)
         return x[:, : y.shape[1]] + mean
 
 
@@ -175,12 +174,11 @@ class OptNetDenoiser(nn.Module):
                              f"n={n}")
         self.n = n
         self.layer = OptNetLayer(n_vars, n_ineq, input_affine=False, eps=eps, tol=tol)
-        self.releaser = None
 
     def forward(self, y):
         """Denoise ``y`` (B, n) -> (B, n)."""
         pad = y.new_zeros(y.shape[0], self.layer.n - self.n)
-        return _tracked(self, self.layer(torch.cat([-y, pad], dim=1)))[:, : self.n]
+        return self.layer(torch.cat([-y, pad], dim=1))[:, : self.n]
 
 
 class FCDenoiser(nn.Module):
@@ -202,18 +200,6 @@ class FCDenoiser(nn.Module):
         """Denoise ``y`` (B, n) -> (B, n)."""
         u = (y - self.shift) / self.scale
         return y + self.scale * self.net(u)
-
-
-def _tracked(model, x):
-    """Hand a QP solve's output to the model's releaser (if the training loop set one).
-
-    The solve's autograd node keeps the solver state in a reference cycle that the
-    garbage collector cannot free (see :class:`optnet.experiments._common.QPGraphReleaser`);
-    the training loop releases it once the step's backward pass is done.
-    """
-    if model.releaser is not None:
-        model.releaser.track(x)
-    return x
 
 
 def random_matrix(rows, cols, scale, *, generator=None, dtype=torch.float64):

@@ -274,7 +274,7 @@ def train_model(name, model, data, s, *, epochs, lr, log, rng, show, train_size=
     """
     import torch
 
-    from ._common import QPGraphReleaser, run_epoch
+    from ._common import run_epoch
 
     tr_y, tr_x, te_y, te_x = data
     if train_size is not None:
@@ -287,12 +287,8 @@ def train_model(name, model, data, s, *, epochs, lr, log, rng, show, train_size=
         for split, mse in zip(("train", "test"), start):
             log.add(name, 0, split, mse, mse, 0.0)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    if hasattr(model, "releaser"):
-        model.releaser = QPGraphReleaser()
 
     def step(idx):
-        if getattr(model, "releaser", None) is not None:
-            model.releaser.release()  # the previous step's backward has run
         idx = torch.as_tensor(idx)
         loss = ((model(tr_y[idx]) - tr_x[idx]) ** 2).mean()
         return loss, float(loss.detach()), len(idx)
@@ -311,9 +307,6 @@ def train_model(name, model, data, s, *, epochs, lr, log, rng, show, train_size=
         log.add(name, epoch, "test", test, test, tsec)
         if show:
             print(f"{name} epoch {epoch}: train MSE {err:.4g} (running), test MSE {test:.4g}")
-    if getattr(model, "releaser", None) is not None:
-        model.releaser.release()
-        model.releaser = None
     train = evaluate(model, tr_y, tr_x, bs)
     return {"train": train, "test": test if epochs else evaluate(model, te_y, te_x, bs),
             "n_train": len(tr_y), "epochs": epochs, "seconds": time.perf_counter() - t0}

@@ -25,7 +25,6 @@ import numpy as np
 
 from ._common import (
     MetricsLog,
-    QPGraphReleaser,
     add_common_arguments,
     append_results,
     run_epoch,
@@ -73,17 +72,13 @@ def _build(name, n_in, hidden):
             self.fc2 = nn.Linear(hidden, 10, dtype=torch.float64)
             self.qp = optnet.torch.OptNetLayer(n=10, n_ineq=10, input_affine=False, eps=1e-4)
             self.unsolved = 0
-            self.releaser = QPGraphReleaser()
 
         def forward(self, x):
-            # The previous step's backward is done: free its solver state (see QPGraphReleaser).
-            self.releaser.release()
             q = self.fc2(torch.relu(self.fc1(x)))
             # The layer's own parameterization, solved here with status=True so the run can
             # report how many problems were not SOLVED (the layer's forward drops it).
             Q, G, h, _, _ = self.qp.qp_parameters()
             z, status = optnet.torch.solve(Q, q, G, h, status=True)
-            self.releaser.track(z)
             self.unsolved += int((status != int(optnet.Status.SOLVED)).sum())
             return torch.log_softmax(z, -1)
 

@@ -27,7 +27,6 @@ import numpy as np
 from . import _sudoku_data as data
 from ._common import (
     MetricsLog,
-    QPGraphReleaser,
     add_common_arguments,
     append_results,
     load_npz,
@@ -186,15 +185,11 @@ def _torch_models():
             self.register_buffer("G", -torch.eye(N_VARS, **kw))
             self.register_buffer("h", torch.zeros(N_VARS, **kw))
             self.unsolved = 0
-            self.releaser = QPGraphReleaser()
 
         def forward(self, puzzles):
-            # The previous step's backward is done: free its solver state (see QPGraphReleaser).
-            self.releaser.release()
             q = -puzzles.reshape(-1, N_VARS).to(torch.float64)
             b = self.A @ torch.exp(self.log_z0)
             x, status = optnet.torch.solve(self.Q, q, self.G, self.h, self.A, b, status=True)
-            self.releaser.track(x)
             self.unsolved += int((status != int(optnet.Status.SOLVED)).sum())
             return x.reshape(puzzles.shape)
 
