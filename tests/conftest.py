@@ -94,6 +94,17 @@ def backend(request, monkeypatch):
     return name
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module's small training runs (on a shared machine more
+    threads mostly wait on each other); restored afterwards for the rest of the suite."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def to_numpy(a):
     """Convert an array of any supported library to a NumPy array.
 

@@ -11,16 +11,7 @@ import pytest
 from optnet.experiments import _sudoku_data as sd
 from optnet.experiments import cli, sudoku
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: these runs are small, and on a shared machine more threads
-    mostly wait on each other (restored afterwards for the rest of the suite)."""
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _is_sudoku(grid):
