@@ -125,14 +125,18 @@ def _run_eager(xp, ops, prob: Problem, cfg: Settings, st: State, level: int, nar
     At level 0 (float32 factors) the loop reads after every step: the climb to float64
     factors is then never late (a few steps with float32 factors past their accuracy
     spoil the iterate). From level 1 on, a lane whose solves fall short waits for the
-    next read (``_step.step``, ``defer``).
+    next read (``_step.step``, ``defer``). Once lanes of a batch have begun to finish,
+    the loop reads after every step too: compacting the batch as it empties pays more
+    than the reads cost (the paper's batch, n = p = 100, B = 128: 10% of the forward pass
+    on NumPy).
     """
     B = st.status.shape[0]
     top = top_level(cfg)
     idx, sub_prob, sub, sub_narrow = None, prob, st, narrow
-    k = 0
+    k, finishing = 0, False
     while k < cfg.max_iter:
-        for _ in range(1 if level == 0 else min(cfg.sync_every, cfg.max_iter - k)):
+        every = 1 if level == 0 or finishing else cfg.sync_every
+        for _ in range(min(every, cfg.max_iter - k)):
             sub = iterate(xp, ops, sub_prob, cfg, sub, level, defer=level > 0, narrow=sub_narrow)
             k += 1
         # One host read: the running lanes, and whether some lane's solves fell short.
@@ -146,6 +150,7 @@ def _run_eager(xp, ops, prob: Problem, cfg: Settings, st: State, level: int, nar
             sub = sub._replace(worse=xp.zeros_like(sub.worse), boost=xp.ones_like(sub.boost))
         if n_run == 0 or k >= cfg.max_iter:
             break
+        finishing = finishing or n_run < sub.status.shape[0]
         if B > 1 and 4 * n_run <= 3 * sub.status.shape[0]:
             st = sub if idx is None else _lanes.put_state(xp, st, sub, idx, B)
             idx = xp.nonzero(st.status == RUNNING)[0]
