@@ -149,7 +149,7 @@ def meets_tol(xp, prob: Problem, pt: Point, tol):
     """Per lane (B,): does ``pt`` satisfy the KKT conditions to the tolerance?
 
     Primal residual against the size of ``b, Ax, h, Gx, s``, dual residual
-    against ``q, Qx, A'y, G'z`` (the relative test of ``_pdipm.classify``),
+    against ``q, Qx, A'y, G'z`` (the relative test of ``_terminate.classify``),
     ``s, z >= 0``, and complementarity ``s'z`` against ``max(1, |1/2 x'Qx + q'x|)``.
     (``classify`` also bounds the difference of the primal and dual
     objectives; for a point whose residuals are small that difference is
