@@ -437,3 +437,63 @@ def test_zero_diagonal_with_coupling_is_nonconvex():
     out = solve_np({"Q": np.array([[0.0, 1.0], [1.0, 0.0]]), "q": np.ones(2),
                     "G": np.vstack([np.eye(2), -np.eye(2)]), "h": np.ones(4), "A": None, "b": None})
     assert Status(int(out["status"])) == Status.NONCONVEX
+
+
+def _flaky_cholesky(monkeypatch, failing_calls):
+    """Make the interior point's per-lane factorizations (one try with a (B,) shift) fail in
+    lane 0 on their first ``failing_calls`` calls (before any lane finishes, so that lane 0
+    is still the batch's first); every other factorization is left alone. Returns the list
+    of lane 0's shifts on those calls."""
+    from optnet.backends import numpy as numpy_backend
+
+    inner = numpy_backend.ops.cholesky
+    tries = []
+
+    def flaky(H, shifts, factor_dtype, scale, skip, overwrite=False):
+        L, ok = inner(H, shifts, factor_dtype, scale, skip, overwrite)
+        if len(shifts) == 1 and not isinstance(shifts[0], float) and len(tries) < failing_calls:
+            tries.append(float(np.asarray(shifts[0])[0]))
+            ok = ok.copy()
+            ok[0] = False
+        return L, ok
+
+    monkeypatch.setattr(numpy_backend, "ops", numpy_backend.ops._replace(cholesky=flaky))
+    return tries
+
+
+def _paper_batch(B=4, n=6):
+    rng = np.random.default_rng(7)
+    U = rng.uniform(size=(B, n, n))
+    G = rng.standard_normal((B, 2 * n, n))
+    h = np.einsum("bij,bj->bi", G, rng.standard_normal((B, n))) + rng.uniform(size=(B, 2 * n))
+    return U.transpose(0, 2, 1) @ U + 1e-3 * np.eye(n), rng.standard_normal((B, n)), G, h
+
+
+def test_a_failed_factorization_waits_with_a_larger_shift(monkeypatch):
+    """A lane whose interior-point factorization fails waits one iteration and tries again
+    with a 1000-fold shift (``Settings.shift_growth``): it is still SOLVED, after as many
+    steps, and its neighbours are bit for bit those of a clean run."""
+    args = _paper_batch()
+    clean = optnet.solve(*args)
+    tries = _flaky_cholesky(monkeypatch, 2)
+    sol = optnet.solve(*args)
+    assert tries == [pytest.approx(1e-15), pytest.approx(1e-12)]
+    assert np.all(sol.status == int(Status.SOLVED))
+    assert int(sol.iterations[0]) == int(clean.iterations[0])
+    np.testing.assert_allclose(sol.x[0], clean.x[0], rtol=1e-8, atol=1e-10)
+    for f in ("x", "z", "status", "iterations"):
+        np.testing.assert_array_equal(getattr(sol, f)[1:], getattr(clean, f)[1:])
+
+
+def test_a_factorization_that_always_fails_is_a_numerical_error(monkeypatch):
+    """After ``Settings.shift_raises`` raises (shifts 1e-15, 1e-12, 1e-9, 1e-6) a lane whose
+    factorization keeps failing is a NUMERICAL_ERROR; the others are untouched."""
+    args = _paper_batch()
+    clean = optnet.solve(*args)
+    tries = _flaky_cholesky(monkeypatch, 4)
+    sol = optnet.solve(*args)
+    assert [round(np.log10(t)) for t in tries] == [-15, -12, -9, -6]
+    assert int(sol.status[0]) == int(Status.NUMERICAL_ERROR)
+    assert np.all(np.isnan(sol.x[0]))
+    for f in ("x", "z", "status", "iterations"):
+        np.testing.assert_array_equal(getattr(sol, f)[1:], getattr(clean, f)[1:])
