@@ -52,11 +52,12 @@ def solve_arrays(be, args: dict, tol=None, max_iter=None) -> QPSolution:
         sprob, sc = _scaling.equilibrate(xp, prob, eager=ops.eager)
         st, level = _pdipm.run(xp, ops, sprob, cfg)
         early = cfg.polish_tol > cfg.tol
-        pol = _polish_state(xp, ops, prob, cfg, _final(xp, sprob, sc, st), sc.e, strict=early)
+        fin = _final(xp, sprob, sc, st)
+        pol = _polish_state(xp, ops, prob, cfg, fin, sc.e, strict=early)
         if early:
-            st, pol = _resume(xp, ops, prob, sprob, sc, cfg, st, level, pol)
+            fin, pol = _resume(xp, ops, prob, sprob, sc, cfg, st, level, fin, pol)
         pol = pol._replace(status=xp.where(nonconvex, int(Status.NONCONVEX), pol.status))
-        return _assemble(xp, ops, prob, cfg, _final(xp, sprob, sc, st), pol, be.asarray)
+        return _assemble(xp, ops, prob, cfg, fin, pol, be.asarray)
 
 
 class Polished(NamedTuple):
@@ -70,26 +71,26 @@ class Polished(NamedTuple):
     rescued: Any
 
 
-def _resume(xp, ops, prob: Problem, sprob: Problem, sc, cfg, st, level, pol: Polished):
+def _resume(xp, ops, prob: Problem, sprob: Problem, sc, cfg, st, level, fin, pol: Polished):
     """Lanes that reached ``cfg.polish_tol`` but whose polished point missed
     ``cfg.tol`` go on iterating to ``cfg.tol`` (from the state ``st`` and precision
     ``level`` the first run ended with) and are polished again (see ``_pdipm.run``).
-    Returns the final state (equilibrated) and polish."""
+    Returns the outcome (:class:`Final`; ``fin`` where no lane resumed) and polish."""
     retry = (st.status == int(Status.SOLVED)) & ~pol.rescued
     cfg2 = cfg._replace(polish_tol=cfg.tol)
 
     def again():
         st2, _ = _pdipm.resume(xp, ops, sprob, cfg2, st, level, retry)
+        fin2 = _final(xp, sprob, sc, st2)
 
         def polish_again(sub, a):
             return _polish_state(xp, ops, sub, cfg2, *a, strict=False)
 
-        return st2, _lanes.on_lanes(xp, ops, retry, polish_again, prob,
-                                    (_final(xp, sprob, sc, st2), sc.e), pol)
+        return fin2, _lanes.on_lanes(xp, ops, retry, polish_again, prob, (fin2, sc.e), pol)
 
     if ops.eager:
-        return again() if bool(xp.any(retry)) else (st, pol)
-    leaves, rebuild = _lanes.split_arrays((st, pol))
+        return again() if bool(xp.any(retry)) else (fin, pol)
+    leaves, rebuild = _lanes.split_arrays((fin, pol))
     return rebuild(ops.cond(xp.any(retry), lambda: _lanes.split_arrays(again())[0],
                             lambda: leaves))
 

@@ -364,9 +364,9 @@ def test_lanes_resumed_after_the_early_polish(monkeypatch, eager):
     resumed = []
     resume = _pipeline._resume
 
-    def spy(xp, ops, prob, sprob, sc, cfg, st, level, pol):
+    def spy(xp, ops, prob, sprob, sc, cfg, st, level, fin, pol):
         resumed.append(int(np.sum((st.status == int(optnet.Status.SOLVED)) & ~pol.rescued)))
-        return resume(xp, ops, prob, sprob, sc, cfg, st, level, pol)
+        return resume(xp, ops, prob, sprob, sc, cfg, st, level, fin, pol)
 
     monkeypatch.setattr(_pipeline, "_resume", spy)
     count = 8

@@ -5,3 +5,13 @@ They are not backends: a backend (``optnet/backends/``) supplies arrays and the
 core's primitives; an adapter registers the core's derivatives (``_adjoint``) with
 a framework's autodiff. Imported on first use only (``optnet.torch``, ``optnet.jax``).
 """
+
+
+def outputs(x, z, y, status_codes, duals: bool, status: bool):
+    """``x``, or the tuple ``(x[, z, y][, status])`` the ``solve`` functions return."""
+    out = (x,)
+    if duals:
+        out += (z, y)
+    if status:
+        out += (status_codes,)
+    return out[0] if len(out) == 1 else out

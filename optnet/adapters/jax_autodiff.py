@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _adjoint, _pipeline, backends
+from . import outputs
 
 NAMES = ("Q", "q", "G", "h", "A", "b")
 
@@ -74,9 +75,4 @@ def solve(Q, q, G=None, h=None, A=None, b=None, *, tol=None, max_iter=None, dual
     args = tuple(_as_float(a) for a in (Q, q, G, h, A, b))
     options = (None if tol is None else float(tol), None if max_iter is None else int(max_iter))
     x, z, y, st = _qp(options, *args)
-    out = (x,)
-    if duals:
-        out += (z, y)
-    if status:
-        out += (st,)
-    return out[0] if len(out) == 1 else out
+    return outputs(x, z, y, st, duals, status)

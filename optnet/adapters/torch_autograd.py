@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from .. import _adjoint, _pipeline, backends
+from . import outputs
 
 NAMES = ("Q", "q", "G", "h", "A", "b")
 
@@ -86,9 +87,4 @@ def solve(Q, q, G=None, h=None, A=None, b=None, *, tol=None, max_iter=None, dual
     """
     args = [_as_tensor(a, Q) for a in (Q, q, G, h, A, b)]
     x, z, y, st, _ = QPFunction.apply((tol, max_iter), *args)
-    out = (x,)
-    if duals:
-        out += (z, y)
-    if status:
-        out += (st,)
-    return out[0] if len(out) == 1 else out
+    return outputs(x, z, y, st, duals, status)
