@@ -126,7 +126,7 @@ def assess(xp, prob: Problem, cfg, st: State):
     it = current(prob, st)
     kappa = st.w[:, -1]
     res = residuals(xp, prob, it.x, it.y, it.z, it.s, it.tau, kappa)
-    status, merit = classify(xp, prob, st.const, cfg, it.x, it.y, it.z, it.s, it.tau, kappa,
+    status, merit = classify(xp, prob, st.const.lane, cfg, it.x, it.y, it.z, it.s, it.tau, kappa,
                              res)
     return res, status, merit
 
@@ -290,16 +290,11 @@ def step(xp, ops, prob: Problem, cfg, st: State, res, merit, level, defer: bool 
 
 
 class StepConstants(NamedTuple):
-    """Per-lane constants of the step, computed once: the ``_terminate.LaneConstants``
-    fields first, then rhs_size (B,) ``max(|q|, |b|, |h|)``, rhs1 ``(-q, b, h)`` blocks
-    (B, size) (None without the block), bh (B, m + p) ``[b; h]``, e1 (B, 1, 2)
-    ``[1, 0]``, zero (B, 1)."""
+    """Per-lane constants of the step, computed once: lane (``_terminate.LaneConstants``),
+    rhs_size (B,) ``max(|q|, |b|, |h|)``, rhs1 ``(-q, b, h)`` blocks (B, size) (None
+    without the block), bh (B, m + p) ``[b; h]``, e1 (B, 1, 2) ``[1, 0]``, zero (B, 1)."""
 
-    scale_p: Any
-    scale_d: Any
-    eps_rhs: Any
-    eps_q: Any
-    eps_mat: Any
+    lane: Any
     rhs_size: Any
     rhs1: Any
     bh: Any
@@ -319,7 +314,7 @@ def _constants(xp, prob: Problem, cfg) -> StepConstants:
     size = xp.max(xp.abs(xp.concat((q, *bh), axis=-1)), axis=-1)
     bh = xp.concat(bh, axis=-1) if bh else xp.zeros((B, 0), **kw)
     e1 = xp.broadcast_to(xp.asarray([[[1.0, 0.0]]], **kw), (B, 1, 2))
-    return StepConstants(*lane_constants(xp, prob, cfg.tol_inf),
+    return StepConstants(lane=lane_constants(xp, prob, cfg.tol_inf),
                          rhs_size=xp.clip(size, min=xp.finfo(prob.dtype).smallest_normal),
                          rhs1=(-q, b, h), bh=bh, e1=e1, zero=xp.zeros((B, 1), **kw))
 
