@@ -603,6 +603,112 @@ def make_duplicate_parallel(rng, n: int = 20, n_free: int = 5, n_fixed_ineq: int
     return _assemble(rng, Q, x, G, z, s, A, y)
 
 
+def make_near_lp(rng, n: int = 40, rank: int = 5, m_indep: int = 18, m_dep: int = 2,
+                 n_upper: int = 12, n_free: int = 3, p_general: int = 8, k_active: int = 3,
+                 n_scaled: int = 3) -> HardQP:
+    """A production-planning-like near-LP: low-rank Q, mostly bound rows, balance equalities.
+
+    What makes it hard: everything at once that a modelling language's output of a
+    planning problem carries into a dense solver. ``Q = F F'`` of rank ``rank`` (an LP
+    in all other directions); the inequalities are mostly variable bounds (``x >= 0``
+    on all but ``n_free`` variables, upper bounds up to 5e3 on ``n_upper`` of them,
+    and the free variables boxed by ``|x_i| <= 1e4``, bounds that are never active);
+    ``m_indep`` flow-balance equalities with coefficients of both signs and magnitudes
+    in [0.1, 150] plus ``m_dep`` rows that are sums of others, with a right-hand side
+    ``b = A x*`` that is zero up to rounding (every balance row is orthogonal to
+    ``x*`` by construction); ``p_general`` general rows (``k_active`` active) and
+    ``n_scaled`` copies of them that differ only by a positive factor in [0.1, 10].
+    The optimum has many variables at a bound, the equality block is singular and
+    the active rows are dependent, so the multipliers are not unique. Modelled on the
+    Maros--Meszaros problems derived from netlib planning LPs with a low-rank
+    quadratic term (e.g. QSCFXM*, QSCTAP*, QFORPLAN: about 180 variables, 91
+    equalities of rank 88 with a zero right-hand side, 249 rows of which 225 are
+    bounds, coefficients from 0.1 to 150, bounds up to 5e3).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    n, rank, m_indep, m_dep, n_upper, n_free, p_general, k_active, n_scaled : int
+
+    Returns
+    -------
+    HardQP
+        ``m = m_indep + m_dep`` equality rows of rank ``m_indep``.
+    """
+    assert n_free + n_upper < n and m_indep < n // 2 and 1 <= m_dep <= m_indep
+    # Q: rank-deficient, entries of a modest size (a quadratic penalty on a few
+    # combinations of the variables).
+    F = rng.standard_normal((n, rank)) * _log_uniform(rng, -1.0, 0.5, rank)
+    Q = F @ F.T
+    Q = 0.5 * (Q + Q.T)
+    perm = rng.permutation(n)
+    free, upper = perm[:n_free], perm[n_free:n_free + n_upper]
+    bounded = perm[n_free:]
+    ub = _log_uniform(rng, 0.0, math.log10(5e3), n_upper)
+    # x*: about half of the nonnegative variables at their lower bound 0, a third of
+    # the upper-bounded ones at their upper bound, the rest strictly inside.
+    x = np.zeros(n)
+    x[free] = rng.uniform(-50.0, 50.0, n_free)
+    inside = bounded[rng.random(bounded.size) < 0.5]
+    x[inside] = _log_uniform(rng, -1.0, 2.5, inside.size)
+    at_ub = rng.random(n_upper) < 0.35
+    x[upper] = np.where(at_ub, ub, np.minimum(x[upper], 0.9 * ub))
+    # Balance rows: 3-8 coefficients of both signs and magnitudes in [0.1, 150] on
+    # variables at most an eighth the size of a large component x*_j, then the
+    # coefficient of x_j that makes a'x* = 0 (redrawn until it too lies in that range).
+    support = np.flatnonzero(x)
+    large = support[np.abs(x[support]) >= np.median(np.abs(x[support]))]
+    A0 = np.zeros((m_indep, n))
+    for i in range(m_indep):
+        for _ in range(100):
+            j = rng.choice(large)
+            small = np.flatnonzero(np.abs(x) <= abs(x[j]) / 8.0)
+            cols = rng.choice(small, size=min(small.size, rng.integers(3, 9)), replace=False)
+            a = rng.choice([-1.0, 1.0], cols.size) * _log_uniform(
+                rng, -1.0, math.log10(150.0), cols.size)
+            need = -(a @ x[cols]) / x[j]
+            if 0.1 <= abs(need) <= 150.0:
+                break
+        A0[i, cols], A0[i, j] = a, need
+    mix = np.zeros((m_dep, m_indep))
+    for i in range(m_dep):
+        mix[i, rng.choice(m_indep, size=min(3, m_indep), replace=False)] = 1.0
+    A = np.vstack([A0, mix @ A0])
+    y = rng.standard_normal(A.shape[0])
+    eye = np.eye(n)
+    rows, zs, ss = [], [], []
+
+    def add(g, z, s):
+        rows.append(np.atleast_2d(g))
+        zs.append(np.atleast_1d(z))
+        ss.append(np.atleast_1d(s))
+
+    # Lower bounds -x <= 0: active where x* = 0.
+    lo_act = x[bounded] == 0.0
+    add(-eye[bounded], np.where(lo_act, _log_uniform(rng, -1.0, 2.0, bounded.size), 0.0),
+        x[bounded])
+    # Upper bounds x <= ub: active where x* = ub.
+    add(eye[upper], np.where(at_ub, _log_uniform(rng, -1.0, 2.0, n_upper), 0.0),
+        ub - x[upper])
+    # Free variables in a wide box that is never active.
+    add(np.vstack([eye[free], -eye[free]]), np.zeros(2 * n_free),
+        np.concatenate([1e4 - x[free], 1e4 + x[free]]))
+    # General rows and positively scaled copies (the same half-spaces).
+    Gg = rng.choice([-1.0, 1.0], (p_general, n)) * _log_uniform(rng, -1.0, math.log10(150.0),
+                                                                 (p_general, n))
+    Gg *= rng.random((p_general, n)) < 8.0 / n          # about 8 coefficients a row
+    zg, sg = _active_split(rng, p_general, k_active, -1.0, 2.0)
+    sg = sg * rng.uniform(1.0, 100.0, p_general)
+    add(Gg, zg, sg)
+    which = rng.choice(p_general, size=n_scaled, replace=True)
+    fac = _log_uniform(rng, -1.0, 1.0, n_scaled)
+    add(fac[:, None] * Gg[which], np.zeros(n_scaled), fac * sg[which])
+    G = np.vstack(rows)
+    z = np.concatenate(zs)
+    s = np.concatenate(ss)
+    return _assemble(rng, Q, x, G, z, s, A, y)
+
+
 # ---------------------------------------------------------------- registry
 
 #: The generator of each class.
@@ -615,6 +721,7 @@ CLASSES = {
     "many_rows": make_many_rows,
     "many_vars": make_many_vars,
     "duplicate_parallel": make_duplicate_parallel,
+    "near_lp": make_near_lp,
 }
 
 #: Keyword sizes of each class: "default" for the fast tests, "slow" for the big variants.
@@ -656,6 +763,11 @@ SIZES = {
         "slow": {"n": 250, "n_free": 40, "n_fixed_ineq": 20, "n_fixed_eq": 15,
                  "n_fixed_both": 5, "p_general": 150, "k_active": 40, "n_dup": 40,
                  "n_par": 40, "m_general": 20},
+    },
+    "near_lp": {
+        "default": {"n": 40},
+        "slow": {"n": 180, "rank": 20, "m_indep": 88, "m_dep": 3, "n_upper": 45, "n_free": 5,
+                 "p_general": 14, "k_active": 5, "n_scaled": 10},
     },
 }
 
