@@ -14,6 +14,8 @@ progress policy ``_progress``. This module owns everything around it:
   needs (``State.worse``): at once where traced, at the next host read where eager;
 - lane compaction on eager backends: at a host read where at most 3/4 of the lanes
   still run, the loop goes on with those lanes alone (``_lanes``);
+- the precision fallback: a lane that fails (NUMERICAL_ERROR) while the solves are
+  reduced starts afresh once on the full-precision, refined path (:func:`_fall_back`);
 - the final classification of lanes still running at ``max_iter``, and the resumption
   of lanes whose early polish missed the tolerance (:func:`resume`).
 
@@ -72,14 +74,51 @@ def iteration_problem(xp, ops, prob: Problem) -> Problem:
 
 
 def iterate(xp, ops, prob: Problem, cfg: Settings, st: State, level, defer: bool = False,
-            narrow=None) -> State:
+            narrow=None, fallback: bool = False) -> State:
     """One iteration: classify the running lanes (``_terminate``), record their progress
-    and stall those that make none (``_progress``), then step (``_step.step``)."""
+    and stall those that make none (``_progress``), then step (``_step.step``).
+    ``fallback``: lanes that failed start afresh first (:func:`_fall_back`)."""
+    if fallback:
+        st = _fall_back(xp, prob, st)
     res, status, merit = assess(xp, prob, cfg, st)
     pr, stalled = _progress.update(xp, cfg, st.progress, merit, st.w, ~st.worse)
     status = xp.where(stalled & (status == RUNNING), int(Status.NUMERICAL_ERROR), status)
     st = st._replace(status=xp.where(st.status == RUNNING, status, st.status), progress=pr)
     return step(xp, ops, prob, cfg, st, res, merit, level, defer, narrow)
+
+
+def _falls_back(xp, prob: Problem, st: State):
+    """(B,) bool: the lanes that :func:`_fall_back` starts afresh: NUMERICAL_ERROR (a
+    factorization that kept failing, a stalled step or merit, a non-finite iterate) for
+    the first time, and not for bad data (those lanes never ran)."""
+    return (st.status == int(Status.NUMERICAL_ERROR)) & ~st.retried & ~prob.bad
+
+
+def _fall_back(xp, prob: Problem, st: State) -> State:
+    """The precision fallback: a lane that failed while the solves were reduced (float32
+    factors, or float64 solves without refinement) starts again from the starting point,
+    once, and the driver moves the level to the top (full-precision factors, refined
+    solves): at once where traced, at its next host read where eager (a lane may take a
+    step or two from the start before). No lane is reported failed by a reduced-precision
+    path: a lane that fails again fails on the top level. Lanes fall back only where the
+    solves start below the top level (:func:`run`); a lane that reaches ``max_iter`` does
+    not (its iteration budget is spent)."""
+    again = _falls_back(xp, prob, st)
+    w0 = st.const.w0
+    pr = _progress.restart(xp, st.progress, again)
+    return st._replace(
+        w=xp.where(again[:, None], w0, st.w),
+        status=xp.where(again, RUNNING, st.status),
+        boost=xp.where(again, xp.ones_like(st.boost), st.boost),
+        worse=st.worse | again, retried=st.retried | again,
+        progress=pr._replace(best=xp.where(again, xp.inf, pr.best),
+                             kept=xp.where(again[:, None], w0, pr.kept)))
+
+
+def _live(xp, prob: Problem, st: State, fallback: bool):
+    """(B,) bool: lanes still running, or about to fall back."""
+    running = st.status == RUNNING
+    return running | _falls_back(xp, prob, st) if fallback else running
 
 
 def _finish(xp, prob: Problem, cfg: Settings, st: State, done: bool = False) -> State:
@@ -96,29 +135,34 @@ def _finish(xp, prob: Problem, cfg: Settings, st: State, done: bool = False) -> 
     return st._replace(status=xp.astype(status, xp.int32), progress=pr)
 
 
-def _run_traced(xp, ops, prob: Problem, cfg: Settings, st: State, level, narrow):
+def _run_traced(xp, ops, prob: Problem, cfg: Settings, st: State, level, narrow,
+                fallback: bool):
     top = top_level(cfg)
 
     def cond(carry):
         st, _, k = carry
-        return xp.any(st.status == RUNNING) & (k < cfg.max_iter)
+        return xp.any(_live(xp, prob, st, fallback)) & (k < cfg.max_iter)
 
     def body(carry):
         st, level, k = carry
-        st = iterate(xp, ops, prob, cfg, st, level, narrow=narrow)
+        st = iterate(xp, ops, prob, cfg, st, level, narrow=narrow, fallback=fallback)
         # Traced, the level climbs at once (and ``worse`` is spent: at the top level it
-        # has no use).
+        # has no use); a lane that fell back takes it to the top.
         climb = xp.any(st.worse) & (level < top)
         st = st._replace(worse=xp.zeros_like(st.worse),
                          boost=xp.where(climb, xp.ones_like(st.boost), st.boost))
-        return st, xp.where(climb, level + 1, level), k + 1
+        level = xp.where(climb, level + 1, level)
+        if fallback:
+            level = xp.where(xp.any(st.retried), top, level)
+        return st, level, k + 1
 
     k0 = xp.asarray(0, dtype=xp.int32, device=prob.device)
     st, level, _ = ops.while_loop(cond, body, (st, level, k0))
     return st, level
 
 
-def _run_eager(xp, ops, prob: Problem, cfg: Settings, st: State, level: int, narrow):
+def _run_eager(xp, ops, prob: Problem, cfg: Settings, st: State, level: int, narrow,
+               fallback: bool):
     """The loop for eager backends: ``Settings.sync_every`` steps between host reads, and
     lane compaction (lanes are independent, so the result is that of the whole batch).
 
@@ -137,14 +181,21 @@ def _run_eager(xp, ops, prob: Problem, cfg: Settings, st: State, level: int, nar
     while k < cfg.max_iter:
         every = 1 if level == 0 or finishing else cfg.sync_every
         for _ in range(min(every, cfg.max_iter - k)):
-            sub = iterate(xp, ops, sub_prob, cfg, sub, level, defer=level > 0, narrow=sub_narrow)
+            sub = iterate(xp, ops, sub_prob, cfg, sub, level, defer=level > 0, narrow=sub_narrow,
+                          fallback=fallback)
             k += 1
-        # One host read: the running lanes, and whether some lane's solves fell short.
-        running = sub.status == RUNNING
-        summary = 2 * xp.sum(xp.astype(running, xp.int32)) + xp.astype(xp.any(sub.worse),
-                                                                         xp.int32)
-        n_run, worse = divmod(int(summary), 2)
-        if worse and level < top:
+        # One host read: the running lanes, whether some lane's solves fell short, and
+        # whether some lane fell back (it waits for the top level).
+        live = _live(xp, sub_prob, sub, fallback)
+        flags = xp.astype(xp.any(sub.worse), xp.int32)
+        if fallback:
+            flags = flags + 2 * xp.astype(xp.any(sub.retried), xp.int32)
+        n_run, flags = divmod(int(4 * xp.sum(xp.astype(live, xp.int32)) + flags), 4)
+        worse, retried = flags % 2, flags // 2
+        if retried and level < top:
+            level = top
+            sub = sub._replace(worse=xp.zeros_like(sub.worse), boost=xp.ones_like(sub.boost))
+        elif worse and level < top:
             # A new precision, new factorizations: the regularization starts afresh.
             level += 1
             sub = sub._replace(worse=xp.zeros_like(sub.worse), boost=xp.ones_like(sub.boost))
@@ -153,7 +204,7 @@ def _run_eager(xp, ops, prob: Problem, cfg: Settings, st: State, level: int, nar
         finishing = finishing or n_run < sub.status.shape[0]
         if B > 1 and 4 * n_run <= 3 * sub.status.shape[0]:
             st = sub if idx is None else _lanes.put_state(xp, st, sub, idx, B)
-            idx = xp.nonzero(st.status == RUNNING)[0]
+            idx = xp.nonzero(_live(xp, prob, st, fallback))[0]
             sub_prob = _lanes.take_problem(xp, prob, idx, B)
             sub, sub_narrow = _lanes.take_state(xp, (st, narrow), idx, B)
     st = sub if idx is None else _lanes.put_state(xp, st, sub, idx, B)
@@ -191,10 +242,12 @@ def run(xp, ops, prob: Problem, cfg: Settings, start: State | None = None, level
     st = initial_state(xp, ops, prob, cfg, narrow) if start is None else start
     if level is None:
         level = initial_level(prob)
+    # The precision fallback (_fall_back) where the solves start below the top level.
+    fallback = initial_level(prob) < top_level(cfg)
     done = False
     if ops.eager:
-        st, level, done = _run_eager(xp, ops, prob, cfg, st, int(level), narrow)
+        st, level, done = _run_eager(xp, ops, prob, cfg, st, int(level), narrow, fallback)
     else:
         level = xp.asarray(level, dtype=xp.int32, device=prob.device)
-        st, level = _run_traced(xp, ops, prob, cfg, st, level, narrow)
+        st, level = _run_traced(xp, ops, prob, cfg, st, level, narrow, fallback)
     return _finish(xp, prob, cfg, st, done), level

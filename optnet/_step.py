@@ -83,6 +83,8 @@ class State(NamedTuple):
                              (the driver raises the precision level)
     progress : _progress.Progress   (its ``kept`` has the layout of ``w``)
     const : StepConstants
+    retried : (B,) bool      the lane has been started afresh on the full-precision path
+                             once already (``_pdipm``, the precision fallback)
     """
 
     w: Any
@@ -92,6 +94,7 @@ class State(NamedTuple):
     worse: Any
     progress: Any
     const: Any
+    retried: Any
 
 
 class Iterate(NamedTuple):
@@ -213,6 +216,11 @@ def step(xp, ops, prob: Problem, cfg, st: State, res, merit, level, defer: bool 
     cone = w[:, n + m:]                              # [zt; v]
     status = st.status
     active = status == RUNNING
+    # A lane that fell back to the start (_pdipm) waits for the top level.
+    if not isinstance(level, int):
+        active = active & ~(st.retried & (level < top_level(cfg)))
+    elif level < top_level(cfg):
+        active = active & ~st.retried
 
     wt = v / zt                                      # [W; kappa / tau],  W = s / z
     F = _kkt.factor_at(xp, ops, prob, wt[:, :p] if p else None, cfg.delta, ~active, level,
@@ -286,13 +294,14 @@ def step(xp, ops, prob: Problem, cfg, st: State, res, merit, level, defer: bool 
     active = active & ~stalled
     return State(w=xp.where(active[:, None], w + alpha[:, None] * dw, w), status=status,
                  iterations=st.iterations + xp.astype(active, xp.int32), boost=boost,
-                 worse=worse, progress=st.progress, const=c)
+                 worse=worse, progress=st.progress, const=c, retried=st.retried)
 
 
 class StepConstants(NamedTuple):
     """Per-lane constants of the step, computed once: lane (``_terminate.LaneConstants``),
     rhs_size (B,) ``max(|q|, |b|, |h|)``, rhs1 ``(-q, b, h)`` blocks (B, size) (None
-    without the block), bh (B, m + p) ``[b; h]``, e1 (B, 1, 2) ``[1, 0]``, zero (B, 1)."""
+    without the block), bh (B, m + p) ``[b; h]``, e1 (B, 1, 2) ``[1, 0]``, zero (B, 1),
+    w0 (B, n + m + 2p + 2) where a lane that falls back starts again (``initial_state``)."""
 
     lane: Any
     rhs_size: Any
@@ -300,6 +309,7 @@ class StepConstants(NamedTuple):
     bh: Any
     e1: Any
     zero: Any
+    w0: Any = None
 
 
 def _constants(xp, prob: Problem, cfg) -> StepConstants:
@@ -354,8 +364,16 @@ def initial_state(xp, ops, prob: Problem, cfg, narrow=None) -> State:
     # Keep bad lanes finite (their data were replaced; they never run).
     x = xp.where(prob.bad[:, None], 0.0, x)
     w = xp.concat((x, y, z, ones, s, ones), axis=-1)
+    no = xp.zeros((B,), dtype=xp.bool, device=prob.device)
+    # The start of a lane that falls back (_pdipm): this one, or where its solve was not
+    # finite, the plain interior point x = y = 0, z = s = 1, tau = kappa = 1.
+    n, m = prob.n, prob.m
+    plain = xp.concat((xp.zeros((B, n + m), **kw), xp.ones((B, w.shape[1] - n - m), **kw)),
+                      axis=-1)
+    finite = xp.all(w * 0.0 == 0.0, axis=-1)
+    w0 = xp.where(finite[:, None], w, plain)
     return State(w=w, status=status,
                  iterations=xp.zeros((B,), dtype=xp.int32, device=prob.device),
-                 boost=xp.ones((B,), **kw),
-                 worse=xp.zeros((B,), dtype=xp.bool, device=prob.device),
-                 progress=_progress.start(xp, w, prob.dtype, prob.device), const=c)
+                 boost=xp.ones((B,), **kw), worse=no,
+                 progress=_progress.start(xp, w, prob.dtype, prob.device), const=c._replace(w0=w0),
+                 retried=no)

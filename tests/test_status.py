@@ -485,15 +485,30 @@ def test_a_failed_factorization_waits_with_a_larger_shift(monkeypatch):
         np.testing.assert_array_equal(getattr(sol, f)[1:], getattr(clean, f)[1:])
 
 
-def test_a_factorization_that_always_fails_is_a_numerical_error(monkeypatch):
-    """After ``Settings.shift_raises`` raises (shifts 1e-15, 1e-12, 1e-9, 1e-6) a lane whose
-    factorization keeps failing is a NUMERICAL_ERROR; the others are untouched."""
+def test_a_factorization_that_fails_on_the_reduced_path_falls_back(monkeypatch):
+    """After ``Settings.shift_raises`` raises (shifts 1e-15, 1e-12, 1e-9, 1e-6) on the
+    unrefined float64 path a lane whose factorization kept failing is not reported: it
+    starts afresh on the top level (refined solves, regularization from 1e-15 again) and is
+    SOLVED there; its neighbours still solve to the tolerance (the batch's level moved
+    with it, so they are not bit for bit those of a clean run)."""
     args = _paper_batch()
     clean = optnet.solve(*args)
     tries = _flaky_cholesky(monkeypatch, 4)
     sol = optnet.solve(*args)
     assert [round(np.log10(t)) for t in tries] == [-15, -12, -9, -6]
+    assert np.all(sol.status == int(Status.SOLVED))
+    np.testing.assert_allclose(sol.x, clean.x, rtol=1e-7, atol=1e-8)
+
+
+def test_a_factorization_that_always_fails_is_a_numerical_error(monkeypatch):
+    """A lane whose factorization fails on every try, after its fallback to the top level
+    too (the shifts 1e-15 .. 1e-6 twice), is a NUMERICAL_ERROR; the others are SOLVED."""
+    args = _paper_batch()
+    clean = optnet.solve(*args)
+    tries = _flaky_cholesky(monkeypatch, 10**6)
+    sol = optnet.solve(*args)
+    assert [round(np.log10(t)) for t in tries] == [-15, -12, -9, -6] * 2
     assert int(sol.status[0]) == int(Status.NUMERICAL_ERROR)
     assert np.all(np.isnan(sol.x[0]))
-    for f in ("x", "z", "status", "iterations"):
-        np.testing.assert_array_equal(getattr(sol, f)[1:], getattr(clean, f)[1:])
+    assert np.all(sol.status[1:] == int(Status.SOLVED))
+    np.testing.assert_allclose(sol.x[1:], clean.x[1:], rtol=1e-7, atol=1e-8)

@@ -1,0 +1,112 @@
+"""The precision fallback of the interior point (``_pdipm._fall_back``).
+
+A lane that fails while the solves are reduced (float32 factors in mixed precision, or
+float64 solves without refinement) must not be reported failed: it starts afresh on
+the top level (full-precision factors, refined solves). These tests make the reduced
+path fail on purpose -- every solve below the top level returns NaN in lane 0 -- so
+that they do not depend on one machine's rounding, on the eager and the lockstep
+(traced) drivers, and in mixed precision.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from conftest import to_numpy
+from strategies import paper_problem
+
+import optnet
+from optnet import _kkt, _pdipm, _step
+
+ARGS = ("Q", "q", "G", "h", "A", "b")
+
+
+def _spoil_reduced_solves(monkeypatch, lane=0, every_level=False):
+    """Make ``_kkt.solve_at`` return NaN in ``lane`` below the top level (or at every level
+    with ``every_level``); counts the spoiled calls."""
+    inner = _kkt.solve_at
+    calls = []
+
+    def spoiled(xp, ops, prob, cfg, F, level, *rest, **kw):
+        out = inner(xp, ops, prob, cfg, F, level, *rest, **kw)
+        reduced = (level >= 0) if every_level else (level < _step.top_level(cfg))
+        calls.append(level)
+        B = out.shape[0]
+        mask = xp.reshape(xp.arange(B) == lane, (B, 1, 1))
+        return xp.where(mask & xp.asarray(reduced), xp.nan, out)
+
+    monkeypatch.setattr(_kkt, "solve_at", spoiled)
+    return calls
+
+
+def _batch(B=3, n=8, seed=3):
+    return paper_problem(np.random.default_rng(seed), B, n=n, p=n)
+
+
+def _solve(data, backend):
+    sol = optnet.solve(*(data[k] for k in ARGS), backend=backend)
+    return {f: to_numpy(getattr(sol, f)) for f in ("x", "z", "status", "iterations")}
+
+
+def test_a_lane_failed_by_reduced_solves_is_solved_on_the_top_level(monkeypatch, backend):
+    data = _batch()
+    clean = _solve(data, backend)
+    calls = _spoil_reduced_solves(monkeypatch)
+    out = _solve(data, backend)
+    assert calls, "the spoiled solve was never called"
+    assert np.all(out["status"] == int(optnet.Status.SOLVED)), out["status"]
+    np.testing.assert_allclose(out["x"], clean["x"], rtol=1e-7, atol=1e-8)
+    # The lane took its steps twice: the spoiled ones never counted, but the fresh start
+    # did not come for free either (its neighbours went on at the top level).
+    assert out["iterations"][0] >= clean["iterations"][0]
+
+
+def test_a_lane_that_fails_on_every_level_falls_back_once(monkeypatch, backend):
+    """Spoiled on every level, the lane falls back once and then ends NUMERICAL_ERROR in
+    the interior point (no second fallback, no endless loop); its neighbours are SOLVED.
+    (The polish, which never goes through the spoiled solves, then rescues it from its
+    kept point: SOLVED, the clean answer.)"""
+    data = _batch()
+    clean = _solve(data, backend)
+    _spoil_reduced_solves(monkeypatch, every_level=True)
+    runs = []
+    inner = _pdipm.run
+
+    def recorded(*a, **kw):
+        st, level = inner(*a, **kw)
+        runs.append((to_numpy(st.status), to_numpy(st.retried)))
+        return st, level
+
+    monkeypatch.setattr(_pdipm, "run", recorded)
+    out = _solve(data, backend)
+    status, retried = runs[0]
+    assert int(status[0]) == int(optnet.Status.NUMERICAL_ERROR)
+    assert retried.tolist() == [True, False, False]
+    assert np.all(out["status"] == int(optnet.Status.SOLVED))
+    np.testing.assert_allclose(out["x"], clean["x"], rtol=1e-7, atol=1e-8)
+
+
+def test_mixed_precision_lane_falls_back_to_float64(monkeypatch):
+    """Mixed precision (NumPy, n >= MIXED_MIN_N): a lane whose float32-factor solves fail
+    is solved on float64 factors, with refinement, and matches the float64 path."""
+    n = _pdipm.MIXED_MIN_N
+    data = paper_problem(np.random.default_rng(0), 2, n=n, p=n)
+    with monkeypatch.context() as m:
+        m.setattr(_pdipm, "MIXED_MIN_N", 10**9)
+        wide = _solve(data, "numpy")
+    levels = _spoil_reduced_solves(monkeypatch)
+    out = _solve(data, "numpy")
+    assert 0 in levels                      # the float32 path was taken and spoiled
+    assert np.all(out["status"] == int(optnet.Status.SOLVED))
+    np.testing.assert_allclose(out["x"], wide["x"], rtol=1e-7, atol=1e-8)
+
+
+def test_no_fallback_where_the_solves_start_at_the_top_level(monkeypatch):
+    """With refinement from the start (``Settings.refine`` > 0: many rows) there is no
+    reduced path, and a lane that fails is reported as it is."""
+    rng = np.random.default_rng(1)
+    data = paper_problem(rng, 2, n=4, p=40)          # m + p > 4n: refined from the start
+    calls = _spoil_reduced_solves(monkeypatch, every_level=True)
+    out = _solve(data, "numpy")
+    assert calls
+    assert int(out["status"][0]) == int(optnet.Status.NUMERICAL_ERROR)
+    assert int(out["status"][1]) == int(optnet.Status.SOLVED)
