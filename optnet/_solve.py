@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 
 from . import backends
+from ._lanes import split_arrays
 from ._pipeline import solve_arrays
 from ._types import STATUS_EXPLANATIONS, QPError, QPSolution, Status
 
@@ -75,7 +78,8 @@ def solve(Q, q, G=None, h=None, A=None, b=None, *, backend=None, tol=None, max_i
     """
     args = {"Q": Q, "q": q, "G": G, "h": h, "A": A, "b": b}
     be, args = _convert(args, backend)
-    sol = solve_arrays(be, args, tol, max_iter)
+    sol = (_solve_jax_compiled(be, args, tol, max_iter) if be.ops.name == "jax"
+           else solve_arrays(be, args, tol, max_iter))
     if check:
         _raise_unless_solved(sol, be.to_host)
     return sol
@@ -93,3 +97,44 @@ def _raise_unless_solved(sol: QPSolution, to_host) -> None:
         st = Status(code)
         lines.append(f"  {st.name} (flat indices {shown}): {STATUS_EXPLANATIONS[st]}")
     raise QPError("\n".join(lines))
+
+
+# Compiled JAX programs of ``solve``, one per signature (shapes, dtypes, devices, absent
+# blocks, options), the most recently used kept.
+_JAX_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
+JAX_PROGRAMS_KEPT = 16
+
+
+def _solve_jax_compiled(be, args: dict, tol, max_iter):
+    """``solve_arrays`` on JAX arrays as one compiled program, reused by every later call
+    with the same signature.
+
+    Run op by op, each call would trace and compile its loops afresh (their bodies close
+    over the call's arrays, so no compiled program is ever reused): about 35 s per solve
+    at n = 40, and XLA's CPU compiler maps code memory for each program, so a long process
+    ran out of it (an LLVM "Cannot allocate memory" error) after a few dozen solves of one
+    shape. Inside a user's ``jit`` or ``vmap`` (tracers) the solve is traced into the
+    user's program instead.
+    """
+    import jax
+
+    arrays = [a for a in args.values() if a is not None]
+    if any(isinstance(a, jax.core.Tracer) for a in arrays):
+        return solve_arrays(be, args, tol, max_iter)
+    key = (tuple(None if a is None else (a.shape, str(a.dtype), str(getattr(a, "sharding", "")))
+                 for a in args.values()), tol, max_iter, bool(jax.config.jax_enable_x64))
+    prog = _JAX_PROGRAMS.get(key)
+    if prog is None:
+        box = {}
+
+        def run(arrs):
+            leaves, box["rebuild"] = split_arrays(solve_arrays(be, arrs, tol, max_iter))
+            return leaves
+
+        prog = _JAX_PROGRAMS[key] = (jax.jit(run), box)
+        while len(_JAX_PROGRAMS) > JAX_PROGRAMS_KEPT:
+            _JAX_PROGRAMS.popitem(last=False)
+    _JAX_PROGRAMS.move_to_end(key)
+    fn, box = prog
+    leaves = fn(args)
+    return box["rebuild"](leaves)
