@@ -265,7 +265,27 @@ def _check_duplicate_parallel(problem, sizes):
     assert free, "no free variable"
 
 
+def _check_near_lp(problem, sizes):
+    n, p, m = problem_sizes(problem)
+    Q, G, h, A, b = (problem[k] for k in ("Q", "G", "h", "A", "b"))
+    assert np.linalg.matrix_rank(Q) == sizes.get("rank", 5) < n
+    assert np.linalg.matrix_rank(A) == m - sizes.get("m_dep", 2)
+    # b is zero up to rounding against the size of the terms |A| |x*|.
+    terms = np.abs(A) @ np.abs(problem.solution.x)
+    assert np.max(np.abs(b)) <= 1e-13 * np.max(terms)
+    nz = np.abs(A[A != 0])
+    assert np.quantile(nz, 0.02) >= 0.1 and np.quantile(nz, 0.98) <= 150.0 * 3
+    # Most rows are variable bounds, some of them wide (|x_i| <= 1e4, never active).
+    single = np.count_nonzero(G, axis=1) == 1
+    assert single.mean() >= 0.6
+    wide = single & np.isclose(h, 1e4, rtol=1e-12, atol=0.0)
+    assert np.any(wide) and not np.any(_tight(problem)[wide])
+    units = _unit_rows(G)
+    assert len({tuple(r) for r in units}) < len({tuple(r) for r in G}), "no scaled row copy"
+
+
 STRUCTURE = {
+    "near_lp": _check_near_lp,
     "psd_rank_deficient": _check_psd_rank_deficient,
     "slightly_indefinite": _check_slightly_indefinite,
     "degenerate": _check_degenerate,
