@@ -98,11 +98,11 @@ def _fall_back(xp, prob: Problem, st: State) -> State:
     """The precision fallback: a lane that failed while the solves were reduced (float32
     factors, or float64 solves without refinement) starts again from the starting point,
     once, and the driver moves the level to the top (full-precision factors, refined
-    solves): at once where traced, at its next host read where eager (a lane may take a
-    step or two from the start before). No lane is reported failed by a reduced-precision
-    path: a lane that fails again fails on the top level. Lanes fall back only where the
-    solves start below the top level (:func:`run`); a lane that reaches ``max_iter`` does
-    not (its iteration budget is spent)."""
+    solves): where traced at once (the lane waits for it, ``_step.step``), where eager at
+    its next host read, where the fallback itself is made. No lane is reported failed by
+    a reduced-precision path: a lane that fails again fails on the top level. Lanes fall
+    back only where the solves start below the top level (:func:`run`); a lane that
+    reaches ``max_iter`` does not (its iteration budget is spent)."""
     again = _falls_back(xp, prob, st)
     w0 = st.const.w0
     pr = _progress.restart(xp, st.progress, again)
@@ -181,21 +181,20 @@ def _run_eager(xp, ops, prob: Problem, cfg: Settings, st: State, level: int, nar
     while k < cfg.max_iter:
         every = 1 if level == 0 or finishing else cfg.sync_every
         for _ in range(min(every, cfg.max_iter - k)):
-            sub = iterate(xp, ops, sub_prob, cfg, sub, level, defer=level > 0, narrow=sub_narrow,
-                          fallback=fallback)
+            sub = iterate(xp, ops, sub_prob, cfg, sub, level, defer=level > 0, narrow=sub_narrow)
             k += 1
         # One host read: the running lanes, whether some lane's solves fell short, and
-        # whether some lane fell back (it waits for the top level).
-        live = _live(xp, sub_prob, sub, fallback)
+        # whether some lane is to fall back (here, at the read: it costs the steps nothing).
         flags = xp.astype(xp.any(sub.worse), xp.int32)
         if fallback:
-            flags = flags + 2 * xp.astype(xp.any(sub.retried), xp.int32)
-        n_run, flags = divmod(int(4 * xp.sum(xp.astype(live, xp.int32)) + flags), 4)
-        worse, retried = flags % 2, flags // 2
-        if retried and level < top:
-            level = top
+            flags = flags + 2 * xp.astype(xp.any(_falls_back(xp, sub_prob, sub)), xp.int32)
+        n_run, flags = divmod(int(4 * xp.sum(xp.astype(sub.status == RUNNING, xp.int32))
+                                  + flags), 4)
+        if flags // 2 and k < cfg.max_iter:
+            sub, level = _fall_back(xp, sub_prob, sub), top
             sub = sub._replace(worse=xp.zeros_like(sub.worse), boost=xp.ones_like(sub.boost))
-        elif worse and level < top:
+            n_run += 1      # (at least)
+        elif flags % 2 and level < top:
             # A new precision, new factorizations: the regularization starts afresh.
             level += 1
             sub = sub._replace(worse=xp.zeros_like(sub.worse), boost=xp.ones_like(sub.boost))
@@ -204,7 +203,7 @@ def _run_eager(xp, ops, prob: Problem, cfg: Settings, st: State, level: int, nar
         finishing = finishing or n_run < sub.status.shape[0]
         if B > 1 and 4 * n_run <= 3 * sub.status.shape[0]:
             st = sub if idx is None else _lanes.put_state(xp, st, sub, idx, B)
-            idx = xp.nonzero(_live(xp, prob, st, fallback))[0]
+            idx = xp.nonzero(st.status == RUNNING)[0]
             sub_prob = _lanes.take_problem(xp, prob, idx, B)
             sub, sub_narrow = _lanes.take_state(xp, (st, narrow), idx, B)
     st = sub if idx is None else _lanes.put_state(xp, st, sub, idx, B)
