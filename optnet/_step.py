@@ -216,11 +216,10 @@ def step(xp, ops, prob: Problem, cfg, st: State, res, merit, level, defer: bool 
     cone = w[:, n + m:]                              # [zt; v]
     status = st.status
     active = status == RUNNING
-    # A lane that fell back to the start (_pdipm) waits for the top level.
+    # A lane that fell back to the start waits for the top level (traced: the driver
+    # moves there after this step; eager drivers move there when the lane falls back).
     if not isinstance(level, int):
         active = active & ~(st.retried & (level < top_level(cfg)))
-    elif level < top_level(cfg):
-        active = active & ~st.retried
 
     wt = v / zt                                      # [W; kappa / tau],  W = s / z
     F = _kkt.factor_at(xp, ops, prob, wt[:, :p] if p else None, cfg.delta, ~active, level,
