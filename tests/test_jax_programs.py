@@ -11,13 +11,22 @@ import optnet
 ARGS = ("Q", "q", "G", "h", "A", "b")
 
 
-def test_jax_solves_reuse_one_compiled_program(seeds=6):
+def test_jax_solves_reuse_one_compiled_program(monkeypatch, seeds=6):
     """Eager ``optnet.solve`` on JAX arrays compiles one program per signature and reuses
     it: many solves of one shape in one process, every answer checked against NumPy; a
     later call of that shape adds no program."""
     jax = pytest.importorskip("jax")
     from optnet import _solve
 
+    traces = []
+    inner = _solve.solve_arrays
+
+    def counted(be, *args):
+        if be.ops.name == "jax":
+            traces.append(1)
+        return inner(be, *args)
+
+    monkeypatch.setattr(_solve, "solve_arrays", counted)
     before = jax.config.jax_enable_x64
     jax.config.update("jax_enable_x64", True)
     try:
@@ -34,5 +43,6 @@ def test_jax_solves_reuse_one_compiled_program(seeds=6):
         data = paper_problem(np.random.default_rng(99), 2, n=5, p=7)
         optnet.solve(*(data[k] for k in ARGS), backend="jax")
         assert len(_solve._JAX_PROGRAMS) == kept
+        assert len(traces) == 1          # traced (and compiled) once for seven solves
     finally:
         jax.config.update("jax_enable_x64", before)
