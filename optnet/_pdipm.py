@@ -14,8 +14,9 @@ progress policy ``_progress``. This module owns everything around it:
   needs (``State.worse``): at once where traced, at the next host read where eager;
 - lane compaction on eager backends: at a host read where at most 3/4 of the lanes
   still run, the loop goes on with those lanes alone (``_lanes``);
-- the precision fallback: a lane that fails (NUMERICAL_ERROR) while the solves are
-  reduced starts afresh once on the full-precision, refined path (:func:`_fall_back`);
+- the precision fallback (eager backends): a lane that fails (NUMERICAL_ERROR) while the
+  solves are reduced starts afresh once on the full-precision, refined path
+  (:func:`_fall_back`);
 - the final classification of lanes still running at ``max_iter``, and the resumption
   of lanes whose early polish missed the tolerance (:func:`resume`).
 
@@ -74,12 +75,9 @@ def iteration_problem(xp, ops, prob: Problem) -> Problem:
 
 
 def iterate(xp, ops, prob: Problem, cfg: Settings, st: State, level, defer: bool = False,
-            narrow=None, fallback: bool = False) -> State:
+            narrow=None) -> State:
     """One iteration: classify the running lanes (``_terminate``), record their progress
-    and stall those that make none (``_progress``), then step (``_step.step``).
-    ``fallback``: lanes that failed start afresh first (:func:`_fall_back`)."""
-    if fallback:
-        st = _fall_back(xp, prob, st)
+    and stall those that make none (``_progress``), then step (``_step.step``)."""
     res, status, merit = assess(xp, prob, cfg, st)
     pr, stalled = _progress.update(xp, cfg, st.progress, merit, st.w, ~st.worse)
     status = xp.where(stalled & (status == RUNNING), int(Status.NUMERICAL_ERROR), status)
@@ -97,12 +95,14 @@ def _falls_back(xp, prob: Problem, st: State):
 def _fall_back(xp, prob: Problem, st: State) -> State:
     """The precision fallback: a lane that failed while the solves were reduced (float32
     factors, or float64 solves without refinement) starts again from the starting point,
-    once, and the driver moves the level to the top (full-precision factors, refined
-    solves): where traced at once (the lane waits for it, ``_step.step``), where eager at
-    its next host read, where the fallback itself is made. No lane is reported failed by
-    a reduced-precision path: a lane that fails again fails on the top level. Lanes fall
-    back only where the solves start below the top level (:func:`run`); a lane that
-    reaches ``max_iter`` does not (its iteration budget is spent)."""
+    once, and the driver moves the batch's level to the top (full-precision factors,
+    refined solves) at the host read where it makes the fallback. No lane is reported
+    failed by a reduced-precision path: a lane that fails again fails on the top level.
+    Lanes fall back only where the solves start below the top level (:func:`run`), and
+    only on eager backends: where traced, the batch's level moving to the top would change
+    the other lanes' results, which a traced solve keeps bit for bit those of a batch
+    without the failing lane (a per-lane level is the missing piece). A lane that reaches
+    ``max_iter`` does not fall back (its iteration budget is spent)."""
     again = _falls_back(xp, prob, st)
     w0 = st.const.w0
     pr = _progress.restart(xp, st.progress, again)
@@ -113,12 +113,6 @@ def _fall_back(xp, prob: Problem, st: State) -> State:
         worse=st.worse | again, retried=st.retried | again,
         progress=pr._replace(best=xp.where(again, xp.inf, pr.best),
                              kept=xp.where(again[:, None], w0, pr.kept)))
-
-
-def _live(xp, prob: Problem, st: State, fallback: bool):
-    """(B,) bool: lanes still running, or about to fall back."""
-    running = st.status == RUNNING
-    return running | _falls_back(xp, prob, st) if fallback else running
 
 
 def _finish(xp, prob: Problem, cfg: Settings, st: State, done: bool = False) -> State:
@@ -135,26 +129,22 @@ def _finish(xp, prob: Problem, cfg: Settings, st: State, done: bool = False) -> 
     return st._replace(status=xp.astype(status, xp.int32), progress=pr)
 
 
-def _run_traced(xp, ops, prob: Problem, cfg: Settings, st: State, level, narrow,
-                fallback: bool):
+def _run_traced(xp, ops, prob: Problem, cfg: Settings, st: State, level, narrow):
     top = top_level(cfg)
 
     def cond(carry):
         st, _, k = carry
-        return xp.any(_live(xp, prob, st, fallback)) & (k < cfg.max_iter)
+        return xp.any(st.status == RUNNING) & (k < cfg.max_iter)
 
     def body(carry):
         st, level, k = carry
-        st = iterate(xp, ops, prob, cfg, st, level, narrow=narrow, fallback=fallback)
+        st = iterate(xp, ops, prob, cfg, st, level, narrow=narrow)
         # Traced, the level climbs at once (and ``worse`` is spent: at the top level it
-        # has no use); a lane that fell back takes it to the top.
+        # has no use).
         climb = xp.any(st.worse) & (level < top)
         st = st._replace(worse=xp.zeros_like(st.worse),
                          boost=xp.where(climb, xp.ones_like(st.boost), st.boost))
-        level = xp.where(climb, level + 1, level)
-        if fallback:
-            level = xp.where(xp.any(st.retried), top, level)
-        return st, level, k + 1
+        return st, xp.where(climb, level + 1, level), k + 1
 
     k0 = xp.asarray(0, dtype=xp.int32, device=prob.device)
     st, level, _ = ops.while_loop(cond, body, (st, level, k0))
@@ -241,12 +231,12 @@ def run(xp, ops, prob: Problem, cfg: Settings, start: State | None = None, level
     st = initial_state(xp, ops, prob, cfg, narrow) if start is None else start
     if level is None:
         level = initial_level(prob)
-    # The precision fallback (_fall_back) where the solves start below the top level.
-    fallback = initial_level(prob) < top_level(cfg)
+    # The precision fallback (_fall_back): eager backends, solves starting below the top.
+    fallback = ops.eager and initial_level(prob) < top_level(cfg)
     done = False
     if ops.eager:
         st, level, done = _run_eager(xp, ops, prob, cfg, st, int(level), narrow, fallback)
     else:
         level = xp.asarray(level, dtype=xp.int32, device=prob.device)
-        st, level = _run_traced(xp, ops, prob, cfg, st, level, narrow, fallback)
+        st, level = _run_traced(xp, ops, prob, cfg, st, level, narrow)
     return _finish(xp, prob, cfg, st, done), level

@@ -216,10 +216,6 @@ def step(xp, ops, prob: Problem, cfg, st: State, res, merit, level, defer: bool 
     cone = w[:, n + m:]                              # [zt; v]
     status = st.status
     active = status == RUNNING
-    # A lane that fell back to the start waits for the top level (traced: the driver
-    # moves there after this step; eager drivers move there when the lane falls back).
-    if not isinstance(level, int):
-        active = active & ~(st.retried & (level < top_level(cfg)))
 
     wt = v / zt                                      # [W; kappa / tau],  W = s / z
     F = _kkt.factor_at(xp, ops, prob, wt[:, :p] if p else None, cfg.delta, ~active, level,

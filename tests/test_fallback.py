@@ -4,13 +4,15 @@ A lane that fails while the solves are reduced (float32 factors in mixed precisi
 float64 solves without refinement) must not be reported failed: it starts afresh on
 the top level (full-precision factors, refined solves). These tests make the reduced
 path fail on purpose -- every solve below the top level returns NaN in lane 0 -- so
-that they do not depend on one machine's rounding, on the eager and the lockstep
-(traced) drivers, and in mixed precision.
+that they do not depend on one machine's rounding, on eager backends and in mixed
+precision. Traced drivers do not fall back (the batch's level moving to the top would
+change the other lanes, which a traced solve keeps bit for bit): tested too.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import to_numpy
 from strategies import paper_problem
 
@@ -47,6 +49,10 @@ def _solve(data, backend):
     return {f: to_numpy(getattr(sol, f)) for f in ("x", "z", "status", "iterations")}
 
 
+EAGER = ("numpy", "array_api_strict")
+
+
+@pytest.mark.parametrize("backend", EAGER)
 def test_a_lane_failed_by_reduced_solves_is_solved_on_the_top_level(monkeypatch, backend):
     data = _batch()
     clean = _solve(data, backend)
@@ -60,6 +66,7 @@ def test_a_lane_failed_by_reduced_solves_is_solved_on_the_top_level(monkeypatch,
     assert out["iterations"][0] >= clean["iterations"][0]
 
 
+@pytest.mark.parametrize("backend", EAGER)
 def test_a_lane_that_fails_on_every_level_falls_back_once(monkeypatch, backend):
     """Spoiled on every level, the lane falls back once and then ends NUMERICAL_ERROR in
     the interior point (no second fallback, no endless loop); its neighbours are SOLVED.
@@ -83,6 +90,33 @@ def test_a_lane_that_fails_on_every_level_falls_back_once(monkeypatch, backend):
     assert retried.tolist() == [True, False, False]
     assert np.all(out["status"] == int(optnet.Status.SOLVED))
     np.testing.assert_allclose(out["x"], clean["x"], rtol=1e-7, atol=1e-8)
+
+
+def test_traced_lanes_do_not_fall_back_and_neighbours_stay_bit_for_bit(monkeypatch):
+    """Lockstep (the NumPy backend's ops marked not eager, as under jit): the spoiled lane
+    ends unsolved by the interior point and its neighbours are bit for bit those of the
+    clean traced run."""
+    from optnet.backends import numpy as numpy_backend
+
+    monkeypatch.setattr(numpy_backend, "ops", numpy_backend.ops._replace(eager=False))
+    data = _batch()
+    clean = _solve(data, "numpy")
+    runs = []
+    inner = _pdipm.run
+
+    def recorded(*a, **kw):
+        st, level = inner(*a, **kw)
+        runs.append((to_numpy(st.status), to_numpy(st.retried)))
+        return st, level
+
+    monkeypatch.setattr(_pdipm, "run", recorded)
+    _spoil_reduced_solves(monkeypatch)
+    out = _solve(data, "numpy")
+    status, retried = runs[0]
+    assert int(status[0]) == int(optnet.Status.NUMERICAL_ERROR)
+    assert not retried.any()
+    for f in ("x", "z", "status", "iterations"):
+        np.testing.assert_array_equal(out[f][1:], clean[f][1:])
 
 
 def test_mixed_precision_lane_falls_back_to_float64(monkeypatch):
