@@ -121,8 +121,8 @@ class TVDenoiser(nn.Module):
     Parameters
     ----------
     M : tensor, shape (r, n)
-        Initial penalty matrix: ``lambda * difference_matrix(n)`` for the tuned
-        TV model, a random matrix for the learned-D model.
+        Initial penalty matrix: a random matrix for the learned-D model (or
+        ``lambda * difference_matrix(n)`` to start from TV).
     tol : float, optional
         Solver tolerance.
     """
@@ -205,3 +205,67 @@ class FCDenoiser(nn.Module):
 def random_matrix(rows, cols, scale, *, generator=None, dtype=torch.float64):
     """Gaussian matrix with entries of standard deviation ``scale / sqrt(cols)``."""
     return torch.randn(rows, cols, generator=generator, dtype=dtype) * (scale / math.sqrt(cols))
+
+
+class TunedTVDenoiser(nn.Module):
+    """Tuned TV: the TV layer with a learned, shift-invariant linear map of its input.
+
+    ``z = argmin 1/2 ||u - z||^2 + lambda ||D z||_1`` with ``u = c + k * c``
+    (``c`` the signal centred on its mean, ``*`` a convolution with a learned
+    symmetric kernel ``k`` of half-width ``width``, zero padded) and a learned
+    ``lambda = lambda0 exp(s)``; the mean is added back. At ``k = 0, s = 0`` it is
+    exactly TV with ``lambda0``, the start of the fine-tuning.
+
+    The paper's tuned TV (Amos & Kolter 2017, section 4.2; ``denoising/models.py``
+    of github.com/locuslab/optnet, option ``--tvInit``) fine-tunes the whole QP
+    layer from the TV solution, its input map ``q = W y + b`` included (a dense
+    199 x 100 ``W``). This model keeps that map but shares its weights across
+    positions (a convolution), since the signals' distribution is shift
+    invariant: 2 + ``width`` parameters instead of the dense map's 19,900 (the
+    whole layer's are about 80,000), which a few thousand signals fit without
+    overfitting and whose gradient is an average
+    over all positions rather than one position's noise. ``u = c + k * c`` adds to
+    the QP's linear term ``-k * c``; with ``k`` a (negative) second difference it
+    is ``+ w D'(D c)``, which lowers the penalty of jumps of ``z`` in the
+    direction of the observed ones: it counters TV's shrinkage of real jumps.
+
+    Parameters
+    ----------
+    lam : float
+        The TV penalty to start from (the sweep's best).
+    n : int
+        Signal length.
+    width : int
+        Kernel half-width (the kernel has ``2 width + 1`` taps).
+    tol : float, optional
+        Solver tolerance.
+    """
+
+    def __init__(self, lam, n, *, width=15, tol=None):
+        super().__init__()
+        if int(width) != width or width < 0:
+            raise ValueError(f"TunedTVDenoiser needs an integer width >= 0, received {width!r}")
+        if not lam > 0:
+            raise ValueError(f"TunedTVDenoiser needs lambda > 0, received {lam!r}")
+        self.lam0, self.width, self.tol = float(lam), int(width), tol
+        self.half_kernel = nn.Parameter(torch.zeros(self.width + 1, dtype=torch.float64))
+        self.log_scale = nn.Parameter(torch.zeros((), dtype=torch.float64))
+        self.register_buffer("D", difference_matrix(n))
+
+    @property
+    def lam(self):
+        """The current lambda."""
+        return self.lam0 * torch.exp(self.log_scale)
+
+    def kernel(self):
+        """The symmetric kernel ``k``, ``2 width + 1`` taps."""
+        h = self.half_kernel
+        return torch.cat([h.flip(0)[:-1], h])
+
+    def forward(self, y):
+        """Denoise ``y`` (B, n) -> (B, n)."""
+        mean = y.mean(dim=1, keepdim=True)
+        c = y - mean
+        k = self.kernel().to(c.dtype)
+        u = c + torch.nn.functional.conv1d(c[:, None], k[None, None], padding=self.width)[:, 0]
+        return tv_denoise(u, self.lam, D=self.D.to(c.dtype), tol=self.tol) + mean

@@ -9,13 +9,15 @@ Noisy piecewise-constant signals (:mod:`._denoise_data`) are denoised by
   inequalities);
 - ``learned_d``: the TV QP with the difference matrix learned from a random
   start (Fig. 3 shows it before and after training);
-- ``tuned_tv``: the TV QP with ``lambda D`` initialised at the best TV solution
-  and fine-tuned.
+- ``tuned_tv``: the TV QP initialised at the best TV solution and fine-tuned:
+  its lambda and a learned shift-invariant linear map of its input (a symmetric
+  convolution kernel, starting at zero), :class:`._denoise_models.TunedTVDenoiser`.
 
 Outputs in ``--out``: ``metrics.csv`` (``error`` is the MSE), ``results.md``
 (Table 1 beside the paper's numbers), ``tv_sweep.csv``, ``denoise_curves.png``,
 ``denoise_lambda_sweep.png``, ``denoise_fig3.png`` and ``learned_d.npz`` (the
-learned-D matrix before and after training).
+learned-D matrix before and after training) and ``tuned_tv.npz`` (the tuned TV
+model's lambda before and after, and its learned kernel).
 """
 
 from __future__ import annotations
@@ -66,11 +68,14 @@ def add_arguments(parser):
     parser.add_argument("--sweep-size", type=_positive("--sweep-size", int), default=None,
                         help="training signals the lambda sweep uses (default all)")
     parser.add_argument("--qp-train-size", type=_positive("--qp-train-size", int), default=None,
-                        help="training signals for the optnet and learned_d models (default "
-                             "all; they are the slowest)")
+                        help="training signals for the optnet, learned_d and tuned_tv models "
+                             "(default all; they are the slowest)")
     parser.add_argument("--lr", type=_lr_map, default={},
                         help="learning rates as model=value,... (defaults fc=1e-3, "
-                             "optnet=1e-3, learned_d=5e-2, tuned_tv=1e-2)")
+                             "optnet=1e-3, learned_d=5e-2, tuned_tv=5e-3)")
+    parser.add_argument("--tuned-width", type=_nonnegative_int("--tuned-width"), default=15,
+                        help="half-width of the tuned TV model's input kernel (default 15: 31 "
+                             "taps)")
     parser.add_argument("--eval-every", type=_positive("--eval-every", int), default=1,
                         help="measure the test MSE every this many epochs, and after the last "
                              "(default 1)")
@@ -85,7 +90,7 @@ def add_arguments(parser):
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-LEARNING_RATES = {"fc": 1e-3, "optnet": 1e-3, "learned_d": 5e-2, "tuned_tv": 1e-2}
+LEARNING_RATES = {"fc": 1e-3, "optnet": 1e-3, "learned_d": 5e-2, "tuned_tv": 5e-3}
 
 
 def _positive(option, kind):
@@ -109,6 +114,15 @@ def _nonnegative(option):
         if not value >= 0:
             raise argparse.ArgumentTypeError(f"{option} must be >= 0, received {text!r}")
         return value
+    return parse
+
+
+def _nonnegative_int(option):
+    def parse(text):
+        if not text.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"{option} must be an integer >= 0, "
+                                             f"received {text!r}")
+        return int(text)
     return parse
 
 
@@ -379,6 +393,8 @@ def write_table(out, rows, settings):
         paper = PAPER.get(name, ("-", "-"))
         detail = (f"lambda = {r['lambda']:g}" if name == "tv" else
                   f"{r['epochs']} epochs")
+        if name == "tuned_tv" and "width" in r:
+            detail += f", {2 * r['width'] + 1}-tap kernel, lambda {r['lambda']:.4g}"
         table.append([TITLES[name], r["train"], r["test"], *paper,
                       f"{r['n_train']} train signals, {detail}", f"{r['seconds']:.0f}"])
     write_results(out, "Denoising (OptNet paper, Table 1)", table,
@@ -501,12 +517,18 @@ def run(args):
         np.savez(out / "learned_d.npz", before=M0.numpy(), after=model.M.detach().cpu().numpy())
         save("learned_d", r)
     if "tuned_tv" in models:
-        M0 = best * _denoise_models.difference_matrix(n, device=device)
-        model = _denoise_models.TVDenoiser(M0, tol=args.tol)
+        model = _denoise_models.TunedTVDenoiser(best, n, width=getattr(args, "tuned_width", 15),
+                                                tol=args.tol).to(device)
         tv_row = rows.get("tv", stored.get("tv"))
-        r = fit("tuned_tv", model, start=(tv_row["train"], tv_row["test"]))
-        np.savez(out / "tuned_tv.npz", before=M0.cpu().numpy(),
-                 after=model.M.detach().cpu().numpy())
+        # The start's train MSE is TV's over all training signals; with --qp-train-size the
+        # model's training signals are a subset, so it is measured again there.
+        start = (tv_row["train"] if qp_size is None or qp_size >= len(train) else
+                 evaluate(model, data[0][:qp_size], data[1][:qp_size], bs), tv_row["test"])
+        r = fit("tuned_tv", model, start=start, train_size=qp_size)
+        r["lambda"] = float(model.lam.detach())
+        r["width"] = model.width
+        np.savez(out / "tuned_tv.npz", lambda_before=best, lambda_after=r["lambda"],
+                 kernel=model.kernel().detach().cpu().numpy())
         save("tuned_tv", r)
         result["tuned_tv_gain_percent"] = 100 * (1 - r["test"] / tv_row["test"])
 
