@@ -31,7 +31,7 @@ class QPFunction(torch.autograd.Function):
     :class:`optnet.QPSolution` itself (for inspection, not for differentiation).
     Backward runs :func:`optnet.vjp` and forward mode :func:`optnet.jvp` on the
     factorization of the forward pass; written in the ``setup_context`` style,
-    so that ``torch.func.grad``, ``jacrev``, ``jvp`` and ``vmap`` work.
+    so that ``torch.func.grad``, ``jacrev`` and ``jvp`` work.
     """
 
     @staticmethod
