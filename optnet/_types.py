@@ -11,17 +11,39 @@ from typing import Any, NamedTuple
 
 
 class Status(enum.IntEnum):
-    """Outcome of one problem of the batch (``QPSolution.status`` holds these codes)."""
+    """Outcome of one problem of the batch (``QPSolution.status`` holds these codes).
+
+    An integer enumeration: the status arrays hold the plain integer codes, so
+    compare them with the members (``sol.status == optnet.Status.SOLVED``) or
+    convert a code back (``optnet.Status(int(code))``). Each member's
+    :attr:`explanation` says what the code means and what the arrays of that
+    problem hold.
+
+    Examples
+    --------
+    >>> import optnet
+    >>> optnet.Status(2).name
+    'PRIMAL_INFEASIBLE'
+    >>> int(optnet.Status.SOLVED)
+    0
+    """
 
     SOLVED = 0
+    """Residuals and gap met the tolerance: ``(x, y, z, s)`` is an optimal primal-dual pair."""
     MAX_ITER = 1
+    """The iteration limit came first: the arrays hold the best iterate found, not certified."""
     PRIMAL_INFEASIBLE = 2
+    """No feasible point: ``(y, z)`` hold a Farkas certificate with ``b'y + h'z = -1``."""
     DUAL_INFEASIBLE = 3
+    """Unbounded below: ``x`` holds a direction of descent ``d`` with ``q'd = -1``."""
     NUMERICAL_ERROR = 4
+    """NaN/Inf in the data, a failed factorization or a stalled iteration: arrays are NaN."""
     NONCONVEX = 5
+    """``Q`` is clearly not positive semidefinite: the problem is not iterated, arrays are NaN."""
 
     @property
     def explanation(self) -> str:
+        """A paragraph explaining this status (the text ``check=True`` errors quote)."""
         return STATUS_EXPLANATIONS[self]
 
 
@@ -61,7 +83,12 @@ STATUS_EXPLANATIONS = {
 
 
 class QPError(RuntimeError):
-    """Raised by ``solve(..., check=True)`` when some problem is not SOLVED."""
+    """Raised by ``solve(..., check=True)`` when some problem is not SOLVED.
+
+    Its message counts the problems that were not solved and, for each status
+    among them, lists their flat batch indices (the first ten) with the
+    status's :attr:`Status.explanation`.
+    """
 
 
 class QPSolution(NamedTuple):
@@ -109,10 +136,21 @@ class QPSolution(NamedTuple):
 
 
 class QPGrads(NamedTuple):
-    """Gradients of a scalar loss with respect to the inputs of ``solve``.
+    """Gradients of a scalar loss with respect to the inputs of ``solve`` (``optnet.vjp``).
 
     Each field has the shape of the matching input (``None`` where the input
     was ``None``); an input shared by the batch gets the sum over the batch.
+
+    Attributes
+    ----------
+    Q : array, shape of the ``Q`` given to ``solve``
+        Symmetric in its last two dimensions (only ``Q``'s symmetric part is used).
+    q : array, shape of ``q``
+    G : array or None, shape of ``G``
+    h : array or None, shape of ``h``
+        Zero in rows where ``h`` is ``+inf``.
+    A : array or None, shape of ``A``
+    b : array or None, shape of ``b``
     """
 
     Q: Any
@@ -126,9 +164,18 @@ class QPGrads(NamedTuple):
 class QPTangents(NamedTuple):
     """Directional derivatives of a :class:`QPSolution` (``optnet.jvp``).
 
+    Zero in problems that are not SOLVED.
+
     Attributes
     ----------
-    x : (*batch, n)   z : (*batch, p)   y : (*batch, m)   s : (*batch, p)
+    x : array, shape (*batch, n)
+        Tangent of the primal solution ``x``.
+    z : array, shape (*batch, p)
+        Tangent of the inequality duals ``z``.
+    y : array, shape (*batch, m)
+        Tangent of the equality duals ``y``.
+    s : array, shape (*batch, p)
+        Tangent of the slacks ``s = h - Gx``.
     """
 
     x: Any

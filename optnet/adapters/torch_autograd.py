@@ -17,16 +17,33 @@ NAMES = ("Q", "q", "G", "h", "A", "b")
 
 
 class QPFunction(torch.autograd.Function):
-    """Differentiable batched QP: ``(options, Q, q, G, h, A, b) -> (x, z, y, status)``."""
+    """Differentiable batched QP: ``(options, Q, q, G, h, A, b) -> (x, z, y, status, sol)``.
+
+    The ``torch.autograd.Function`` behind :func:`optnet.torch.solve`, which is
+    the convenient way to call it (it converts non-tensor inputs and selects
+    the outputs). Call it directly as
+    ``QPFunction.apply((tol, max_iter), Q, q, G, h, A, b)``: ``options`` is that
+    pair (``None`` for the defaults), the other arguments are tensors (or
+    ``None``) with the shapes of :func:`optnet.solve`.
+
+    Outputs ``x`` (*batch, n), ``z`` (*batch, p), ``y`` (*batch, m) are
+    differentiable; ``status`` (*batch) is not; the last output is the
+    :class:`optnet.QPSolution` itself (for inspection, not for differentiation).
+    Backward runs :func:`optnet.vjp` and forward mode :func:`optnet.jvp` on the
+    factorization of the forward pass; written in the ``setup_context`` style,
+    so that ``torch.func.grad``, ``jacrev`` and ``jvp`` work.
+    """
 
     @staticmethod
     def forward(options, Q, q, G, h, A, b):
+        """Solve the batch (no autograd recording: the derivatives are the KKT adjoint's)."""
         sol = _pipeline.solve_arrays(backends.load("torch"), dict(zip(NAMES, (Q, q, G, h, A, b))),
                                      *options)
         return sol.x, sol.z, sol.y, sol.status, sol
 
     @staticmethod
     def setup_context(ctx, inputs, output):
+        """Keep the solution's factorization for the derivatives; ``status`` has none."""
         # Only the solution's context (the problem and the factorization) is kept: the
         # solution's own x, z, y are this node's outputs, and a reference to them from
         # the node is a cycle through the C++ graph that no garbage collector frees (every
@@ -38,6 +55,7 @@ class QPFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gx, gz, gy, _gstatus, _gsol):
+        """Reverse mode: :func:`optnet.vjp` with the cotangents of ``x``, ``z`` and ``y``."""
         g = _adjoint.vjp(ctx.sol, gx, dz=gz if gz.shape[-1] else None,
                          dy=gy if gy.shape[-1] else None)
         grads = [getattr(g, k) if (given and need) else None
@@ -46,6 +64,7 @@ class QPFunction(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, _options_dot, *tangents):
+        """Forward mode: :func:`optnet.jvp` with the tangents of the six inputs."""
         given = {f"d{k}": t for k, g, t in zip(NAMES, ctx.given, tangents)
                  if g and t is not None}
         t = _adjoint.jvp(ctx.sol, **given)

@@ -84,6 +84,7 @@ class OptNetLayer(nn.Module):
         return Q, self.G if self.n_ineq else None, h if self.n_ineq else None, A, b
 
     def forward(self, inputs):
+        """Solve the layer's QP for ``inputs`` (*batch, in_features) -> (*batch, n)."""
         q = self.input_map(inputs) if self.input_map is not None else inputs
         Q, G, h, A, b = self.qp_parameters()
         return solve(Q, q, G, h, A, b, tol=self.tol, max_iter=self.max_iter)
