@@ -6,6 +6,9 @@ documents every public name.
   the blocks of one file in order, in one namespace, in a fresh interpreter per file (the
   examples set global state such as JAX's float64 switch). A block that cannot run on a
   CPU-only machine is preceded by ``<!-- skip-exec: why -->``; at most ``MAX_SKIPPED`` are.
+  A block preceded by ``<!-- requires: module, ... -->`` (the other libraries of the
+  migration guides) runs where those modules are importable; ``tests/test_migration.py``
+  runs them in the competitors' environment.
 - Every name in the ``__all__`` of a public module (one whose path has no component
   starting with ``_``) has a docstring, and so has each public method of a public class;
   each of them is rendered in the API reference of the built site.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -30,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 MAX_SKIPPED = 3
 SKIP = re.compile(r"^<!--\s*skip-exec(?::\s*(?P<why>.*?))?\s*-->$")
+REQUIRES = re.compile(r"^<!--\s*requires:\s*(?P<modules>[\w., ]+?)\s*-->$")
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
 
 
@@ -42,7 +47,8 @@ def markdown_files():
 
 def code_blocks(path: Path):
     """The fenced blocks of ``path``: dicts of ``lang``, ``line`` (1-based, first code line),
-    ``code`` (dedented) and ``skip`` (the reason of a preceding skip marker, else None)."""
+    ``code`` (dedented), ``skip`` (the reason of a preceding skip marker, else None) and
+    ``requires`` (the modules of a preceding requires marker)."""
     lines = path.read_text(encoding="utf-8").splitlines()
     blocks, i, previous = [], 0, ""
     while i < len(lines):
@@ -59,9 +65,11 @@ def code_blocks(path: Path):
             i += 1
         body = [ln[len(indent):] if ln.startswith(indent) else ln.lstrip()
                 for ln in lines[start:i]]
-        marker = SKIP.match(previous)
+        marker, requires = SKIP.match(previous), REQUIRES.match(previous)
         blocks.append({"lang": lang, "line": start + 1, "code": "\n".join(body) + "\n",
-                       "skip": (marker.group("why") or "no reason given") if marker else None})
+                       "skip": (marker.group("why") or "no reason given") if marker else None,
+                       "requires": [m.strip() for m in requires.group("modules").split(",")]
+                       if requires else []})
         previous, i = "", i + 1
     return blocks
 
@@ -93,13 +101,14 @@ def test_skip_markers_are_few_and_each_precedes_a_python_block():
     skipped, stray = [], []
     for path in markdown_files():
         text = path.read_text(encoding="utf-8").splitlines()
-        markers = sum(bool(SKIP.match(line.strip())) for line in text)
-        marked = [b for b in code_blocks(path) if b["skip"] is not None]
-        skipped += [(rel(path), b["line"], b["skip"]) for b in marked
-                    if b["lang"] in ("python", "py")]
-        if markers != len(marked) or any(b["lang"] not in ("python", "py") for b in marked):
-            stray.append(rel(path))
-    assert not stray, f"skip-exec markers not directly before a python block in {stray}"
+        blocks = code_blocks(path)
+        for pattern, key in ((SKIP, "skip"), (REQUIRES, "requires")):
+            markers = sum(bool(pattern.match(line.strip())) for line in text)
+            marked = [b for b in blocks if b[key]]
+            if markers != len(marked) or any(b["lang"] not in ("python", "py") for b in marked):
+                stray.append(rel(path))
+        skipped += [(rel(path), b["line"], b["skip"]) for b in blocks if b["skip"]]
+    assert not stray, f"markers not directly before a python block in {stray}"
     assert len(skipped) <= MAX_SKIPPED, f"too many examples are not run: {skipped}"
 
 
@@ -116,12 +125,15 @@ def jax_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("jax-cache")
 
 
-@pytest.mark.parametrize("path", FILES_WITH_PYTHON, ids=rel)
-def test_examples_run(path, tmp_path, jax_cache):
-    blocks = [dict(b, where=f"{rel(path)}:{b['line']}") for b in python_blocks(path)
-              if b["skip"] is None]
-    if not blocks:
-        pytest.skip("every example of this file is marked skip-exec")
+def importable(module):
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def run_blocks(python, blocks, tmp_path, jax_cache):
+    """Run ``blocks`` in order, in one namespace, in a fresh ``python``; its CompletedProcess."""
     (tmp_path / "blocks.json").write_text(json.dumps(blocks))
     (tmp_path / "runner.py").write_text(RUNNER)
     env = dict(os.environ)
@@ -133,9 +145,18 @@ def test_examples_run(path, tmp_path, jax_cache):
     # Run in a scratch folder: an example that writes files leaves nothing in the tree.
     work = tmp_path / "work"
     work.mkdir()
-    proc = subprocess.run([sys.executable, str(tmp_path / "runner.py"),
+    return subprocess.run([str(python), str(tmp_path / "runner.py"),
                            str(tmp_path / "blocks.json")],
                           capture_output=True, text=True, cwd=work, env=env, timeout=600)
+
+
+@pytest.mark.parametrize("path", FILES_WITH_PYTHON, ids=rel)
+def test_examples_run(path, tmp_path, jax_cache):
+    blocks = [dict(b, where=f"{rel(path)}:{b['line']}") for b in python_blocks(path)
+              if b["skip"] is None and all(importable(m) for m in b["requires"])]
+    if not blocks:
+        pytest.skip("every example of this file is marked skip-exec or needs another library")
+    proc = run_blocks(sys.executable, blocks, tmp_path, jax_cache)
     assert proc.returncode == 0, (
         f"an example of {rel(path)} failed (the traceback names file:line of its block)\n"
         f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
