@@ -110,7 +110,7 @@ def _fall_back(xp, prob: Problem, st: State) -> State:
         w=xp.where(again[:, None], w0, st.w),
         status=xp.where(again, RUNNING, st.status),
         boost=xp.where(again, xp.ones_like(st.boost), st.boost),
-        worse=st.worse | again, retried=st.retried | again,
+        retried=st.retried | again,
         progress=pr._replace(best=xp.where(again, xp.inf, pr.best),
                              kept=xp.where(again[:, None], w0, pr.kept)))
 

@@ -365,7 +365,7 @@ def initial_state(xp, ops, prob: Problem, cfg, narrow=None) -> State:
     n, m = prob.n, prob.m
     plain = xp.concat((xp.zeros((B, n + m), **kw), xp.ones((B, w.shape[1] - n - m), **kw)),
                       axis=-1)
-    finite = xp.all(w * 0.0 == 0.0, axis=-1)
+    finite = xp.all(xp.isfinite(w), axis=-1)
     w0 = xp.where(finite[:, None], w, plain)
     return State(w=w, status=status,
                  iterations=xp.zeros((B,), dtype=xp.int32, device=prob.device),

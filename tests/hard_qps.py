@@ -154,6 +154,22 @@ def _assemble(rng, Q, x, G=None, z=None, s=None, A=None, y=None, shuffle=True) -
     return HardQP(data, KnownSolution(x, y, z, s, obj))
 
 
+class _Rows:
+    """Inequality rows with their multipliers and slacks, gathered block by block."""
+
+    def __init__(self):
+        self.G, self.z, self.s = [], [], []
+
+    def add(self, g, z, s):
+        self.G.append(np.atleast_2d(g))
+        self.z.append(np.atleast_1d(z))
+        self.s.append(np.atleast_1d(s))
+
+    def stacked(self):
+        """``(G, z, s)`` of all rows added, in order."""
+        return np.vstack(self.G), np.concatenate(self.z), np.concatenate(self.s)
+
+
 def _active_split(rng, p: int, k: int, zlo: float = -1.0, zhi: float = 1.0):
     """Multipliers and slacks of ``p`` rows of which ``k`` random ones are active.
 
@@ -558,12 +574,8 @@ def make_duplicate_parallel(rng, n: int = 20, n_free: int = 5, n_fixed_ineq: int
     fixed_both = perm[n_free + n_fixed_ineq + n_fixed_eq:n_free + n_fixed]
     boxed = perm[n_free + n_fixed:]
     eye = np.eye(n)
-    rows, zs, ss = [], [], []
-
-    def add(g, z, s):
-        rows.append(np.atleast_2d(g))
-        zs.append(np.atleast_1d(z))
-        ss.append(np.atleast_1d(s))
+    rows = _Rows()
+    add = rows.add
 
     # Box on the bounded variables, a quarter of the bounds active.
     for sign in (1.0, -1.0):
@@ -591,9 +603,7 @@ def make_duplicate_parallel(rng, n: int = 20, n_free: int = 5, n_fixed_ineq: int
     loose = rng.choice(p_general, size=n_par, replace=False)
     beta = _log_uniform(rng, -1.0, 1.0, n_par)
     add(beta[:, None] * Gg[loose], 0.0 * beta, beta * (sg[loose] + rng.uniform(0.1, 1.0, n_par)))
-    G = np.vstack(rows)
-    z = np.concatenate(zs)
-    s = np.concatenate(ss)
+    G, z, s = rows.stacked()
     # Equalities: fixed variables, random rows, a duplicate and a scaled copy.
     Ag = rng.standard_normal((m_general, n))
     A = np.vstack([eye[np.concatenate([fixed_eq, fixed_both])], Ag, Ag[:1], -3.0 * Ag[:1]])
@@ -676,12 +686,8 @@ def make_near_lp(rng, n: int = 40, rank: int = 5, m_indep: int = 18, m_dep: int 
     A = np.vstack([A0, mix @ A0])
     y = rng.standard_normal(A.shape[0])
     eye = np.eye(n)
-    rows, zs, ss = [], [], []
-
-    def add(g, z, s):
-        rows.append(np.atleast_2d(g))
-        zs.append(np.atleast_1d(z))
-        ss.append(np.atleast_1d(s))
+    rows = _Rows()
+    add = rows.add
 
     # Lower bounds -x <= 0: active where x* = 0.
     lo_act = x[bounded] == 0.0
@@ -703,9 +709,7 @@ def make_near_lp(rng, n: int = 40, rank: int = 5, m_indep: int = 18, m_dep: int 
     which = rng.choice(p_general, size=n_scaled, replace=True)
     fac = _log_uniform(rng, -1.0, 1.0, n_scaled)
     add(fac[:, None] * Gg[which], np.zeros(n_scaled), fac * sg[which])
-    G = np.vstack(rows)
-    z = np.concatenate(zs)
-    s = np.concatenate(ss)
+    G, z, s = rows.stacked()
     return _assemble(rng, Q, x, G, z, s, A, y)
 
 

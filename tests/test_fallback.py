@@ -40,6 +40,20 @@ def _spoil_reduced_solves(monkeypatch, lane=0, every_level=False):
     return calls
 
 
+def _record_runs(monkeypatch):
+    """Record ``(status, retried)`` of every interior-point run's final state."""
+    runs = []
+    inner = _pdipm.run
+
+    def recorded(*a, **kw):
+        st, level = inner(*a, **kw)
+        runs.append((to_numpy(st.status), to_numpy(st.retried)))
+        return st, level
+
+    monkeypatch.setattr(_pdipm, "run", recorded)
+    return runs
+
+
 def _batch(B=3, n=8, seed=3):
     return paper_problem(np.random.default_rng(seed), B, n=n, p=n)
 
@@ -75,15 +89,7 @@ def test_a_lane_that_fails_on_every_level_falls_back_once(monkeypatch, backend):
     data = _batch()
     clean = _solve(data, backend)
     _spoil_reduced_solves(monkeypatch, every_level=True)
-    runs = []
-    inner = _pdipm.run
-
-    def recorded(*a, **kw):
-        st, level = inner(*a, **kw)
-        runs.append((to_numpy(st.status), to_numpy(st.retried)))
-        return st, level
-
-    monkeypatch.setattr(_pdipm, "run", recorded)
+    runs = _record_runs(monkeypatch)
     out = _solve(data, backend)
     status, retried = runs[0]
     assert int(status[0]) == int(optnet.Status.NUMERICAL_ERROR)
@@ -101,15 +107,7 @@ def test_traced_lanes_do_not_fall_back_and_neighbours_stay_bit_for_bit(monkeypat
     monkeypatch.setattr(numpy_backend, "ops", numpy_backend.ops._replace(eager=False))
     data = _batch()
     clean = _solve(data, "numpy")
-    runs = []
-    inner = _pdipm.run
-
-    def recorded(*a, **kw):
-        st, level = inner(*a, **kw)
-        runs.append((to_numpy(st.status), to_numpy(st.retried)))
-        return st, level
-
-    monkeypatch.setattr(_pdipm, "run", recorded)
+    runs = _record_runs(monkeypatch)
     _spoil_reduced_solves(monkeypatch)
     out = _solve(data, "numpy")
     status, retried = runs[0]
