@@ -32,15 +32,24 @@ def quiet():
 
 
 def asarray(a):
-    """Convert any array (or nested sequence) to an array-api-strict array."""
+    """Convert any array (or nested sequence) to an array-api-strict array, in C order.
+
+    NumPy's reductions sum in an order that follows the memory layout, so a
+    Fortran-ordered or strided input would round differently from its contiguous
+    copy; one layout makes the result depend on the values alone.
+    """
     if type(a).__module__.startswith("array_api_strict"):
-        return a
-    if hasattr(a, "__dlpack__"):
+        host = np.from_dlpack(a)
+        if host.flags.c_contiguous:
+            return a
+    elif isinstance(a, np.ndarray) or not hasattr(a, "__dlpack__"):
+        host = np.asarray(a)
+    else:
         try:
-            return xp.from_dlpack(a)
+            host = np.from_dlpack(a)
         except Exception:  # pragma: no cover - device/dtype the protocol refuses
-            pass
-    return xp.asarray(np.asarray(a))
+            host = np.asarray(a)
+    return xp.asarray(np.ascontiguousarray(host))
 
 
 ops = Ops(name="array_api_strict", cholesky=_cholesky, solve_triangular=_solve_triangular,
