@@ -49,7 +49,7 @@ def asarray(a):
             host = np.from_dlpack(a)
         except Exception:  # pragma: no cover - device/dtype the protocol refuses
             host = np.asarray(a)
-    return xp.asarray(np.ascontiguousarray(host))
+    return xp.asarray(np.asarray(host, order="C"))   # (0-d stays 0-d)
 
 
 ops = Ops(name="array_api_strict", cholesky=_cholesky, solve_triangular=_solve_triangular,

@@ -110,7 +110,7 @@ def asarray(a):
         return torch.as_tensor(a, device="cuda")
     if hasattr(a, "__dlpack__") and not hasattr(a, "__array__"):
         return torch.from_dlpack(a)
-    arr = np.ascontiguousarray(a)      # one layout: results do not depend on strides
+    arr = np.asarray(a, order="C")     # one layout: results do not depend on strides
     if not arr.flags.writeable:
         arr = np.array(arr)
     return torch.from_numpy(arr) if arr.dtype != object else torch.as_tensor(a)
