@@ -9,9 +9,9 @@
 from ._adjoint import jvp, vjp
 from ._solve import solve
 from ._types import QPError, QPGrads, QPSolution, QPTangents, Status
+from ._version import __version__ as __version__
 
 __all__ = ["solve", "vjp", "jvp", "Status", "QPSolution", "QPGrads", "QPTangents", "QPError"]
-__version__ = "0.1.0"
 
 
 def __getattr__(name):

@@ -3,17 +3,20 @@
 ``on_page_markdown`` replaces the marker ``<!-- optnet-cli-help -->`` of a page with the
 ``--help`` text of the ``optnet`` command and of each of its subcommands, taken from the
 parser itself (``optnet.experiments.cli.build_parser``), so that the command-line reference
-cannot drift from the command.
+cannot drift from the command; it replaces a line ``<!-- optnet-changelog ... -->`` with
+``CHANGELOG.md`` of the repository root, so that the changelog is written once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import re
 import sys
 from pathlib import Path
 
 MARKER = "<!-- optnet-cli-help -->"
+CHANGELOG_MARKER = re.compile(r"^<!-- optnet-changelog\b.*?-->$", flags=re.M)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -42,4 +45,7 @@ def cli_reference() -> str:
 def on_page_markdown(markdown: str, **kwargs) -> str:
     if MARKER in markdown:
         markdown = markdown.replace(MARKER, cli_reference())
+    if CHANGELOG_MARKER.search(markdown):
+        changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+        markdown = CHANGELOG_MARKER.sub(lambda _: changelog, markdown)
     return markdown
