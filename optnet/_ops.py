@@ -88,6 +88,12 @@ class Ops(NamedTuple):
         not broadcast array of the result's dtype) and returned. (The Array API
         has no scatter: without ``put_lanes`` ``_lanes`` gathers ``part`` to B
         lanes and selects.)
+    abstract_zeros : callable ``(fn) -> list of arrays`` or None
+        Traced backends: zeros shaped and typed like the list of arrays ``fn()``
+        returns, from tracing ``fn`` without running it (a loop's first carry of a
+        structure only its body computes). None: ``fn`` is run and its result zeroed
+        (eager backends never need it; a lockstep run of an eager backend, as the
+        tests make, does).
     narrow_factors : callable ``(device) -> bool`` or None
         Whether float32 factorizations and triangular solves are markedly faster
         than float64 ones on ``device`` (a CPU: about twice for the products that
@@ -104,6 +110,7 @@ class Ops(NamedTuple):
     eager: bool = False
     put_lanes: Callable[[Any, Any, Any, bool], Any] | None = None
     narrow_factors: Callable[[Any], bool] | None = None
+    abstract_zeros: Callable[[Callable], list] | None = None
 
 
 def blank_lanes(xp, H, scale, skip):

@@ -33,7 +33,7 @@ from ._terminate import RUNNING, _norm
 from ._types import Status
 
 __all__ = ["RUNNING", "Settings", "State", "default_settings", "iteration_problem", "resume",
-           "run"]
+           "run", "start"]
 
 # float64 problems with at least this many variables iterate in mixed precision on
 # backends whose float32 factorizations pay (``Ops.narrow_factors``; measurements in
@@ -212,6 +212,13 @@ def resume(xp, ops, prob: Problem, cfg: Settings, st: State, level, lanes):
     start = st._replace(status=xp.where(lanes, RUNNING, st.status),
                         progress=_progress.restart(xp, st.progress, lanes))
     return run(xp, ops, prob, cfg, start=start, level=level)
+
+
+def start(xp, ops, prob: Problem, cfg: Settings) -> State:
+    """The state :func:`run` starts from without ``start`` (traced backends: the problem
+    :func:`iteration_problem` leaves as it is)."""
+    prob = iteration_problem(xp, ops, prob)
+    return initial_state(xp, ops, prob, cfg, _kkt.narrow_copies(xp, prob))
 
 
 def run(xp, ops, prob: Problem, cfg: Settings, start: State | None = None, level=None):

@@ -49,13 +49,17 @@ def solve_arrays(be, args: dict, tol=None, max_iter=None) -> QPSolution:
         prob = prob._replace(bad=prob.bad | nonconvex)
         # The interior point runs on the equilibrated problem; everything after it
         # (polish, residuals, derivatives) on the original one.
-        sprob, sc = _scaling.equilibrate(xp, prob, eager=ops.eager)
-        st, level = _pdipm.run(xp, ops, sprob, cfg)
+        sprob, sc = _scaling.equilibrate(
+            xp, prob, eager=ops.eager, while_loop=None if ops.eager else ops.while_loop)
         early = cfg.polish_tol > cfg.tol
-        fin = _final(xp, sprob, sc, st)
-        pol = _polish_state(xp, ops, prob, cfg, fin, sc.e, strict=early)
-        if early:
-            fin, pol = _resume(xp, ops, prob, sprob, sc, cfg, st, level, fin, pol)
+        if early and not ops.eager:
+            fin, pol = _passes_traced(xp, ops, prob, sprob, sc, cfg)
+        else:
+            st, level = _pdipm.run(xp, ops, sprob, cfg)
+            fin = _final(xp, sprob, sc, st)
+            pol = _polish_state(xp, ops, prob, cfg, fin, sc.e, strict=early)
+            if early:
+                fin, pol = _resume(xp, ops, prob, sprob, sc, cfg, st, level, fin, pol)
         pol = pol._replace(status=xp.where(nonconvex, int(Status.NONCONVEX), pol.status))
         return _assemble(xp, ops, prob, cfg, fin, pol, be.asarray)
 
@@ -93,6 +97,63 @@ def _resume(xp, ops, prob: Problem, sprob: Problem, sc, cfg, st, level, fin, pol
     leaves, rebuild = _lanes.split_arrays((fin, pol))
     return rebuild(ops.cond(xp.any(retry), lambda: _lanes.split_arrays(again())[0],
                             lambda: leaves))
+
+
+def _passes_traced(xp, ops, prob: Problem, sprob: Problem, sc, cfg):
+    """What :func:`_pdipm.run`, the early polish and :func:`_resume` compute, as two
+    passes of one loop for traced backends, so that the program holds one interior-point
+    loop and one polish: pass 0 iterates every lane to ``cfg.polish_tol`` and polishes
+    strictly; pass 1, entered only if some lane's polished point missed ``cfg.tol``,
+    resumes those lanes to ``cfg.tol`` and polishes them again. (A ``cond`` around a
+    second copy of the loop and the polish doubled the program, and XLA's compile time
+    with it.) The pass's tolerance and strictness are arrays, not Python constants.
+
+    Returns the outcome (:class:`Final`) and the polish (:class:`Polished`).
+    """
+    st0 = _pdipm.start(xp, ops, sprob, cfg)
+    level0 = xp.asarray(_step.initial_level(sprob), dtype=xp.int32, device=prob.device)
+    tols = xp.asarray([cfg.polish_tol, cfg.tol], dtype=sprob.dtype, device=prob.device)
+    solved = int(Status.SOLVED)
+
+    def retry_of(st, pol):
+        return (st.status == solved) & ~pol.rescued
+
+    def one_pass(st, level, k, pol):
+        first = k == 0
+        retry = retry_of(st, pol) & ~first
+        cfg_k = cfg._replace(polish_tol=tols[k])
+        st, level = _pdipm.resume(xp, ops, sprob, cfg_k, st, level, retry)
+        fin = _final(xp, sprob, sc, st)
+        new = _polish_state(xp, ops, prob, cfg_k, fin, sc.e, strict=first)
+        return st, level, fin, _lanes.where_lanes(xp, first | retry, new, pol, retry.shape[0])
+
+    # The loop's carry needs a polish of the right structure before the first pass:
+    # zeros of that structure (the polish traced abstractly, never run).
+    box = {}
+
+    def probe():
+        leaves, box["rebuild"] = _lanes.split_arrays(
+            _polish_state(xp, ops, prob, cfg, _final(xp, sprob, sc, st0), sc.e, strict=True))
+        return leaves
+
+    pol_leaves = (ops.abstract_zeros(probe) if ops.abstract_zeros is not None
+                  else [xp.zeros_like(a) for a in probe()])
+    pol_rebuild = box["rebuild"]
+    fin_leaves, fin_rebuild = _lanes.split_arrays(_final(xp, sprob, sc, st0))
+
+    def cond(carry):
+        st, _, k, _, pol = carry
+        pol = pol_rebuild(pol)
+        return (k == 0) | ((k == 1) & xp.any(retry_of(st, pol)))
+
+    def body(carry):
+        st, level, k, _, pol = carry
+        st, level, fin, pol = one_pass(st, level, k, pol_rebuild(pol))
+        return (st, level, k + 1, _lanes.split_arrays(fin)[0], _lanes.split_arrays(pol)[0])
+
+    k0 = xp.asarray(0, dtype=xp.int32, device=prob.device)
+    _, _, _, fin, pol = ops.while_loop(cond, body, (st0, level0, k0, fin_leaves, pol_leaves))
+    return fin_rebuild(fin), pol_rebuild(pol)
 
 
 # Eigenvalues of the unit-diagonal Q down to -PSD_TOL are taken for rounding errors.
@@ -180,9 +241,10 @@ def _certificates(xp, prob: Problem, st, status, x, y, z):
 def _polish_state(xp, ops, prob: Problem, cfg, st, row_scale, strict: bool) -> Polished:
     """Polish the lanes of ``st`` (unscaled) that the interior point solved or left unsolved.
 
-    ``strict``: a SOLVED lane keeps its polished point only if it meets ``cfg.tol``
-    (it stopped at the looser ``cfg.polish_tol``); otherwise it keeps the polished
-    point if it is no worse than the interior point's.
+    ``strict`` (a bool, or a scalar bool array where traced): a SOLVED lane keeps its
+    polished point only if it meets ``cfg.tol`` (it stopped at the looser
+    ``cfg.polish_tol``); otherwise it keeps the polished point if it is no worse than the
+    interior point's.
     """
     status = st.status
     solved = status == int(Status.SOLVED)
@@ -205,7 +267,7 @@ def _polish_state(xp, ops, prob: Problem, cfg, st, row_scale, strict: bool) -> P
     act = None
     if prob.p:
         act = pt.z > (pt.s if row_scale is None else row_scale * row_scale * pt.s)
-    if strict:
+    if strict is not False:
         # A lane polished early whose guess has more than 2n active rows (the iterate
         # does not yet tell the active rows from the nearly active ones: 81 of 500 rows
         # for n = 8 in the many-rows class) is not polished now but iterates on. (Up to
@@ -214,8 +276,12 @@ def _polish_state(xp, ops, prob: Problem, cfg, st, row_scale, strict: bool) -> P
         if prob.p:
             plausible = plausible & (xp.sum(xp.astype(act, xp.int32), axis=-1) + prob.m
                                      <= 2 * prob.n)
-        rescue = rescue | (solved & plausible)
-        solved = xp.zeros_like(solved)
+        if strict is True:
+            rescue = rescue | (solved & plausible)
+            solved = xp.zeros_like(solved)
+        else:               # a traced flag (_passes_traced)
+            rescue = rescue | (solved & plausible & strict)
+            solved = solved & ~strict
     # The factored active-set system is kept for the derivatives.
     pt, system, rescued = polish(xp, ops, prob, cfg, pt, solved, rescue, act=act)
     status = xp.where(rescued, int(Status.SOLVED), status)

@@ -83,14 +83,10 @@ def _trace(xp, M):
     return xp.sum(xp.linalg.diagonal(M), axis=-1)
 
 
-def active_system(xp, ops, prob: Problem, cfg, pt: Point, lanes, act=None,
-                  reuse=None) -> ActiveSystem:
+def active_system(xp, ops, prob: Problem, cfg, pt: Point, lanes, act=None) -> ActiveSystem:
     """Build and factor the active-set KKT system in ``lanes`` (B,) bool.
 
     ``act`` (B, p) bool: the active rows; None: ``z > s`` at ``pt``.
-    ``reuse``: None, or ``(pred, F)`` with ``pred`` a scalar bool array: where
-    False, ``F`` (a factorization of the same matrix) is taken instead of
-    factoring again.
     """
     B = pt.x.shape[0]
     if act is None and prob.p:
@@ -119,11 +115,7 @@ def active_system(xp, ops, prob: Problem, cfg, pt: Point, lanes, act=None,
     # than two dimensions in the system is then this function's own: see polish.)
     sub = prob._replace(Q=Qr, q=qr, G=None, h=None, A=E, b=e, m=E.shape[-2], p=0)
 
-    def fresh():
-        return _kkt.factor(xp, ops, sub, None, cfg.delta, ~lanes,
-                           xp.asarray(True, device=prob.device))
-
-    F = fresh() if reuse is None else ops.cond(reuse[0], fresh, lambda: reuse[1])
+    F = _kkt.factor(xp, ops, sub, None, cfg.delta, ~lanes, xp.asarray(True, device=prob.device))
     return ActiveSystem(sub, F, act, rho)
 
 
@@ -301,21 +293,30 @@ def _accept(xp, prob: Problem, cfg, pt: Point, att: _Attempt, solved, rescue):
 
 def _swaps(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, system: ActiveSystem,
            att: _Attempt, done, rescued, out: Point, max_swaps: int):
-    """Swap the offending rows of the lanes not yet done and solve again (see ``polish``)."""
+    """Swap the offending rows of the lanes not yet done and solve again (see ``polish``).
+
+    The loop carries, lane by lane, the factored system of the active set each lane last
+    accepted (the first guess's where none was), which the derivatives reuse: no system
+    is built and factored again after the loop.
+    """
     lanes = solved | rescue
     act0 = system.act
-    # Loop state: (swaps, act tried last, its drop/add, done, rescued, accepted
-    # active set, output point).
+    B = act0.shape[0]
+    sys_leaves, sys_rebuild = _lanes.split_arrays(system)
+    n_sys = len(sys_leaves)
+    # Loop state: (swaps, act tried last, its drop/add, done, rescued, output point,
+    # accepted system).
     state = (xp.asarray(0, device=prob.device), act0, att.drop, att.add, done, rescued,
-             act0, *out)
+             *out, *sys_leaves)
 
     def cond(st):
         k, _, _, _, dn = st[:5]
         return (k < max_swaps) & xp.any(lanes & ~dn)
 
     def body(st):
-        k, act, drop, add, dn, rs, act_ok = st[:7]
-        cur = Point(*st[7:])
+        k, act, drop, add, dn, rs = st[:6]
+        cur = Point(*st[6:10])
+        sys_ok = sys_rebuild(st[10:])
         pending = lanes & ~dn
         act = xp.where(pending[:, None], (act & ~drop) | add, act)
         sys_k = active_system(xp, ops, prob, cfg, pt, pending, act)
@@ -323,12 +324,12 @@ def _swaps(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, system: Activ
         ok, res_k = _accept(xp, prob, cfg, pt, a, solved, rescue)
         ok = ok & pending
         nxt = _take(xp, prob, ok, a.point, cur)
-        act_ok = xp.where(ok[:, None], act, act_ok)
-        return (k + 1, act, a.drop, a.add, dn | ok, rs | (res_k & ok), act_ok, *nxt)
+        sys_ok = _lanes.where_lanes(xp, ok, sys_k, sys_ok, B)
+        return (k + 1, act, a.drop, a.add, dn | ok, rs | (res_k & ok), *nxt,
+                *_lanes.split_arrays(sys_ok)[0])
 
     state = ops.while_loop(cond, body, state)
-    swaps, rescued, act_ok = state[0], state[5], state[6]
-    out = Point(*state[7:])
-    # Refactor for the derivatives only where some lane changed its active set.
-    system = active_system(xp, ops, prob, cfg, pt, lanes, act_ok, reuse=(swaps > 0, system.F))
+    rescued = state[5]
+    out = Point(*state[6:10])
+    system = sys_rebuild(state[10:10 + n_sys])
     return out, system, rescued

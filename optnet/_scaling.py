@@ -74,7 +74,8 @@ def _inv_sqrt_norm(xp, norm):
     return xp.where(norm > 0, 1.0 / xp.sqrt(clipped), 1.0)
 
 
-def equilibrate(xp, prob: Problem, eager: bool = False) -> tuple[Problem, Scaling]:
+def equilibrate(xp, prob: Problem, eager: bool = False,
+                while_loop=None) -> tuple[Problem, Scaling]:
     """Return the equilibrated problem and its scaling (see the module docstring).
 
     Lanes are independent: each gets its own scaling from its own data (where
@@ -82,6 +83,8 @@ def equilibrate(xp, prob: Problem, eager: bool = False) -> tuple[Problem, Scalin
     Lanes whose column and row norms lie within a factor ``SPREAD`` of each
     other are left as they are. With ``eager`` (concrete arrays) only the lanes
     that need it are equilibrated, and a batch with none is returned unchanged.
+    With ``while_loop`` (``ops.while_loop`` of a traced backend) the passes after the
+    first are one loop in the program rather than nine copies of a pass.
     """
     Q, G, A = prob.Q, prob.G, prob.A
     B = prob.bad.shape[0]
@@ -94,11 +97,7 @@ def equilibrate(xp, prob: Problem, eager: bool = False) -> tuple[Problem, Scalin
     def ones(k):
         return xp.ones((L, k), dtype=prob.dtype, device=prob.device)
 
-    d = ones(prob.n)
-    e = None if G is None else ones(prob.p)
-    f = None if A is None else ones(prob.m)
-    spread = None
-    for _ in range(_PASSES):
+    def norms(d, e, f):
         # Column norms of the scaled KKT matrix's variable block and row norms of
         # its constraint blocks, all updated at once.
         col = xp.max(d[:, :, None] * aQ, axis=-2) * d
@@ -111,18 +110,35 @@ def equilibrate(xp, prob: Problem, eager: bool = False) -> tuple[Problem, Scalin
             sA = f[:, :, None] * aA
             col = xp.maximum(col, xp.max(sA, axis=-2) * d)
             row_f = xp.max(sA * d[:, None, :], axis=-1)
-        if spread is None:
-            norms = [v for v in (col, row_e, row_f) if v is not None]
-            spread = _spread(xp, xp.concat(norms, axis=-1) if len(norms) > 1 else col)
-            if eager:
-                part = _equilibrate_some(xp, prob, spread > SPREAD, Scaling(d, e, f))
-                if part is not None:
-                    return part
+        return col, row_e, row_f
+
+    def one_pass(d, e, f, col, row_e, row_f):
         d = d * _inv_sqrt_norm(xp, col)
-        if row_e is not None:
-            e = e * _inv_sqrt_norm(xp, row_e)
-        if row_f is not None:
-            f = f * _inv_sqrt_norm(xp, row_f)
+        e = None if row_e is None else e * _inv_sqrt_norm(xp, row_e)
+        f = None if row_f is None else f * _inv_sqrt_norm(xp, row_f)
+        return d, e, f
+
+    d = ones(prob.n)
+    e = None if G is None else ones(prob.p)
+    f = None if A is None else ones(prob.m)
+    col, row_e, row_f = norms(d, e, f)
+    given = [v for v in (col, row_e, row_f) if v is not None]
+    spread = _spread(xp, xp.concat(given, axis=-1) if len(given) > 1 else col)
+    if eager:
+        part = _equilibrate_some(xp, prob, spread > SPREAD, Scaling(d, e, f))
+        if part is not None:
+            return part
+    d, e, f = one_pass(d, e, f, col, row_e, row_f)
+    if while_loop is None:
+        for _ in range(_PASSES - 1):
+            d, e, f = one_pass(d, e, f, *norms(d, e, f))
+    else:
+        def body(carry):
+            k, d, e, f = carry
+            return (k + 1, *one_pass(d, e, f, *norms(d, e, f)))
+
+        k0 = xp.asarray(1, dtype=xp.int32, device=prob.device)
+        _, d, e, f = while_loop(lambda c: c[0] < _PASSES, body, (k0, d, e, f))
     keep = (spread <= SPREAD)[:, None]
     d = xp.where(keep, 1.0, d)
     e = None if e is None else xp.where(keep, 1.0, e)

@@ -21,22 +21,39 @@ namespace = jnp
 
 def _chol(H, shift, scale):
     eye = jnp.eye(H.shape[-1], dtype=H.dtype)
+    if not isinstance(shift, float) and jnp.ndim(shift) == 0:
+        shift = jnp.asarray(shift, dtype=H.dtype)[None]          # one shift for every lane
     L = jnp.linalg.cholesky(H + eye * (lane_shift(shift) * scale)[:, None, :])
     ok = jnp.all(jnp.isfinite(L), axis=(-2, -1))
     return L, ok
 
 
 def _cholesky(H, shifts, factor_dtype, scale, skip, overwrite=False):
+    """Cholesky of ``H + shift diag(scale)`` with the first of ``shifts`` that works, lane
+    by lane (see ``_eager.cholesky_per_lane``), as one factorization in the program.
+
+    The shifts are a ``while_loop`` over their index that goes on while some lane has
+    failed: one Cholesky in the trace whatever the number of shifts (a Python
+    loop of ``cond``s would compile one per shift, at every factorization site).
+    """
     H, scale = blank_lanes(jnp, H.astype(factor_dtype), scale.astype(factor_dtype), skip)
     eye = jnp.eye(H.shape[-1], dtype=H.dtype)
-    L, ok = _chol(H, shifts[0], scale)
-    for shift in shifts[1:]:
-        def retry(args, shift=shift):
-            L, ok = args
-            L2, ok2 = _chol(H, shift, scale)
-            return jnp.where(ok[:, None, None], L, L2), ok | ok2
+    if len(shifts) == 1:
+        L, ok = _chol(H, shifts[0], scale)
+    else:
+        tries = jnp.stack([jnp.asarray(s, dtype=H.dtype) for s in shifts])
 
-        L, ok = lax.cond(jnp.all(ok), lambda args: args, retry, (L, ok))
+        def more(carry):
+            i, _, ok = carry
+            return (i < tries.shape[0]) & ~jnp.all(ok)
+
+        def attempt(carry):
+            i, L, ok = carry
+            L2, ok2 = _chol(H, tries[i], scale)
+            return i + 1, jnp.where(ok[:, None, None], L, L2), ok | ok2
+
+        start = (jnp.asarray(0), jnp.broadcast_to(eye, H.shape), jnp.zeros(H.shape[:1], bool))
+        _, L, ok = lax.while_loop(more, attempt, start)
     L = jnp.where(ok[:, None, None], L, eye)
     return L, ok      # in factor_dtype: a float32 factor solves in float32
 
@@ -63,8 +80,12 @@ def quiet():
     return contextlib.nullcontext()
 
 
+def _abstract_zeros(fn):
+    return [jnp.zeros(a.shape, a.dtype) for a in jax.eval_shape(fn)]
+
+
 ops = Ops(name="jax", cholesky=_cholesky, solve_triangular=_solve_triangular,
-          cond=_cond, while_loop=lax.while_loop)
+          cond=_cond, while_loop=lax.while_loop, abstract_zeros=_abstract_zeros)
 
 
 def to_host(a):
