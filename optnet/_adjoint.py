@@ -137,9 +137,10 @@ def _kkt_solve(ctx, ok, rx, ry, rz):
         rnu = xp.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
         rnu = rnu[..., None]
     # Every refinement step, not only those that gain (lanes=None): the backward may run
-    # under torch.func's vmap (jacrev), where no value may steer Python.
+    # under torch.func's vmap (jacrev), where no value may steer Python. Unrolled: JAX
+    # transposes this linear map for reverse mode, which it cannot do through a loop.
     u, v = solve_active(xp, ctx.ops, system, rx[..., None], rnu, ctx.cfg.polish_refine,
-                        None)
+                        None, unrolled=True)
     dx = xp.where(k, u[..., 0], 0.0)
     dy = dz = None
     if prob.m:

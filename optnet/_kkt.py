@@ -239,7 +239,8 @@ def solve_at(xp, ops, prob: Problem, cfg, F: KKTFactor, level, rx, ry, rz,
 
     Level 0 (mixed precision only): one unrefined solve in the narrow dtype
     (:func:`solve_narrow`); level 1: ``cfg.refine`` refinement steps; level 2: at least
-    one. ``level`` a Python int chooses in Python; an array, by ``ops.cond``.
+    one. ``level`` a Python int chooses in Python; an array, by ``ops.cond`` (level 0) and
+    a traced refinement count.
     """
     mixed = prob.factor_dtype != prob.dtype
     high = max(cfg.refine, 1)
@@ -256,7 +257,8 @@ def solve_at(xp, ops, prob: Problem, cfg, F: KKTFactor, level, rx, ry, rz,
         def wide():
             if cfg.refine == high:
                 return full(high)
-            return ops.cond(level > 1, lambda: full(high), lambda: full(cfg.refine))
+            counts = xp.asarray([cfg.refine, high], dtype=xp.int32, device=prob.device)
+            return full(counts[xp.astype(level > 1, xp.int32)])     # (a traced count)
 
         out = wide() if not mixed else ops.cond(
             level > 0, wide, lambda: solve_narrow(xp, ops, prob, F, rx, ry, rz, narrow))
@@ -330,24 +332,30 @@ def apply_K(xp, prob: Problem, w, dx, dy, dz, z_row: bool = True):
     return ox, oy, oz
 
 
-def solve(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz, refine: int, lanes=None):
+def solve(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz, refine: int, lanes=None,
+          unrolled: bool = False):
     """Solve ``K [dx; dy; dz] = [rx; ry; rz]`` with up to ``refine`` refinement steps.
 
     Parameters
     ----------
     rx : (B, n, k)   ry : (B, m, k) or None   rz : (B, p, k) or None
         Right-hand sides (k columns solved at once).
-    refine : int
+    refine : int, or an int array on traced backends
         Refinement steps. All are taken unless ``lanes`` is given.
     lanes : (B,) bool or None
         The lanes whose solution matters. Given, an eager backend stops refining
         once no lane of ``lanes`` gains from another step (see ``_refined_enough``).
+    unrolled : bool
+        Traced backends take the steps in one ``ops.while_loop`` unless ``unrolled``
+        (a linear map JAX is to transpose, as the derivatives' solves, has no loop).
 
     Returns
     -------
     dx : (B, n, k), dy : (B, m, k) or None, dz : (B, p, k) or None
     """
     sol = _solve_reg(xp, ops, prob, F, rx, ry, rz)
+    if not (ops.eager or unrolled):
+        return _refine_traced(xp, ops, prob, F, rx, ry, sol, refine)
     last = None
     for _ in range(refine):
         # The third block row needs no refinement: _solve_reg sets dz = W^{-1}(G dx - rz),
@@ -363,6 +371,24 @@ def solve(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz, refine: int, lanes=N
         corr = _solve_reg(xp, ops, prob, F, rx - kx, ry - ky if prob.m else None, None)
         sol = tuple(None if a is None else a + c for a, c in zip(sol, corr, strict=False))
     return sol
+
+
+def _refine_traced(xp, ops, prob: Problem, F: KKTFactor, rx, ry, sol, refine):
+    """The refinement steps of :func:`solve` as one ``ops.while_loop`` (``refine`` an int
+    or an int array): one correction in the program whatever their number, and none of the
+    ``ops.cond`` a level-dependent count would need (:func:`solve_at`)."""
+    def body(carry):
+        k, dx, dy, dz = carry
+        kx, ky, _ = apply_K(xp, prob, F.w, dx, dy, dz, z_row=False)
+        cx, cy, cz = _solve_reg(xp, ops, prob, F, rx - kx, ry - ky if prob.m else None, None)
+        return (k + 1, dx + cx, None if dy is None else dy + cy,
+                None if dz is None else dz + cz)
+
+    if isinstance(refine, int) and refine == 0:
+        return sol
+    k0 = xp.asarray(0, dtype=xp.int32, device=prob.device)
+    _, *sol = ops.while_loop(lambda c: c[0] < refine, body, (k0, *sol))
+    return tuple(sol)
 
 
 def relative_residual(xp, pairs, axis, scale=None):

@@ -119,10 +119,10 @@ def active_system(xp, ops, prob: Problem, cfg, pt: Point, lanes, act=None) -> Ac
     return ActiveSystem(sub, F, act, rho)
 
 
-def solve_active(xp, ops, system: ActiveSystem, rx, rnu, refine, lanes):
+def solve_active(xp, ops, system: ActiveSystem, rx, rnu, refine, lanes, unrolled=False):
     """Solve ``[[Q, E'], [E, 0]] [u; v] = [rx; rnu]`` (rx (B, n, k), rnu (B, m+p, k) or None)
     with up to ``refine`` refinement steps, taken while they gain on some of ``lanes`` (B,)
-    (``_kkt.solve``; all of them where ``lanes`` is None).
+    (``_kkt.solve``; all of them where ``lanes`` is None; ``unrolled``: as there).
 
     The factored matrix carries ``rho E'E`` in its leading block, so the
     right-hand side gets ``rho E' rnu`` added (the same solution, since
@@ -130,10 +130,10 @@ def solve_active(xp, ops, system: ActiveSystem, rx, rnu, refine, lanes):
     """
     sub = system.sub
     if rnu is None:
-        u, _, _ = _kkt.solve(xp, ops, sub, system.F, rx, None, None, refine, lanes)
+        u, _, _ = _kkt.solve(xp, ops, sub, system.F, rx, None, None, refine, lanes, unrolled)
         return u, None
     rx = rx + system.rho[:, :, None] * mtm(xp, sub.A, rnu)
-    u, v, _ = _kkt.solve(xp, ops, sub, system.F, rx, rnu, None, refine, lanes)
+    u, v, _ = _kkt.solve(xp, ops, sub, system.F, rx, rnu, None, refine, lanes, unrolled)
     return u, v
 
 
