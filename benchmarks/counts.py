@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from problems import make_problem  # noqa: E402
 
 import optnet  # noqa: E402
+from optnet.backends import _torch_via_numpy  # noqa: E402
 
 HOST_READS = {"__bool__", "__int__", "__float__", "__index__", "item", "tolist"}
 
@@ -103,7 +104,20 @@ class Both:
 
 
 def count(n: int, batch: int, seed: int = 0, dtype=torch.float64):
-    """Counters of the forward and the backward pass, and the iterations taken."""
+    """Counters of the forward and the backward pass, and the iterations taken.
+
+    They are those of the torch backend's own iteration (the path of CUDA tensors): small
+    CPU problems would otherwise go through NumPy views, where no torch kernel runs.
+    """
+    before = _torch_via_numpy.NUMPY_MAX_ENTRIES
+    _torch_via_numpy.NUMPY_MAX_ENTRIES = 0
+    try:
+        return _count(n, batch, seed, dtype)
+    finally:
+        _torch_via_numpy.NUMPY_MAX_ENTRIES = before
+
+
+def _count(n, batch, seed, dtype):
     P = make_problem(batch, n, seed=seed)
     Q, q, G, h = (torch.as_tensor(P[k], dtype=dtype) for k in "QqGh")
     for a in (Q, q, G, h):

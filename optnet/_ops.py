@@ -29,6 +29,12 @@ class Backend(NamedTuple):
         The primitives beyond the standard.
     to_host : callable ``(array) -> numpy.ndarray``
         The one host transfer outside the loop's own (``QPError`` messages).
+    route : callable ``(args) -> (Backend, args, back)`` or None, or None
+        Optional: for inputs another backend solves faster (small problems in torch CPU
+        tensors go through NumPy views of them), that backend, the inputs converted to
+        it, and a function mapping its :class:`optnet.QPSolution` (its context
+        included, so that the derivatives run in this backend's arrays) back. None
+        where the inputs stay.
     """
 
     name: str
@@ -38,6 +44,7 @@ class Backend(NamedTuple):
     has_float64: Callable[[Any], bool]
     ops: Any
     to_host: Callable[[Any], Any]
+    route: Callable[[dict], Any] | None = None
 
 
 class Ops(NamedTuple):

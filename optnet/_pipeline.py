@@ -38,7 +38,15 @@ def context_only(sol: QPSolution) -> QPSolution:
 
 
 def solve_arrays(be, args: dict, tol=None, max_iter=None) -> QPSolution:
-    """Solve with backend module ``be``; ``args`` maps "Q".."b" to arrays of ``be`` or None."""
+    """Solve with backend module ``be``; ``args`` maps "Q".."b" to arrays of ``be`` or None.
+
+    Where ``be.route`` sends the inputs to another backend (``Backend.route``), that one
+    solves and the solution comes back in ``be``'s arrays.
+    """
+    routed = be.route(args) if be.route is not None else None
+    if routed is not None:
+        other, other_args, back = routed
+        return back(solve_arrays(other, other_args, tol, max_iter))
     xp, ops = be.namespace, be.ops
     prob = canonicalize(xp, *(args[k] for k in ARG_NAMES),
                         has_float64=be.has_float64(getattr(args["Q"], "device", None)))

@@ -5,6 +5,7 @@
   installing anything.
 * ``backend``: the array backends every core test runs on.
 * ``to_numpy``: convert any result array back to NumPy.
+* ``torch_native``: the torch backend's own iteration even for small CPU problems.
 * The ``slow`` marker and the hypothesis profiles (``ci``, the default, is
   derandomized so that CI runs are reproducible; ``HYPOTHESIS_PROFILE=dev``
   draws fresh examples, ``HYPOTHESIS_PROFILE=thorough`` ten times as many).
@@ -92,6 +93,20 @@ def backend(request, monkeypatch):
         mod = importlib.import_module(f"optnet.backends.{name}")
         monkeypatch.setattr(mod, "ops", mod.ops._replace(eager=False))
     return name
+
+
+@pytest.fixture
+def torch_native(monkeypatch):
+    """The torch backend's own iteration for a test's torch solves, whatever their size
+    (by default small CPU problems go through NumPy views: ``_torch_via_numpy``). Files
+    that test the torch iteration itself (its host reads, kernels, lane compaction, mixed
+    precision, rounding on hard classes) use it, so that they test the path CUDA tensors
+    take."""
+    try:
+        from optnet.backends import _torch_via_numpy
+    except ImportError:       # no torch: nothing to route
+        return
+    monkeypatch.setattr(_torch_via_numpy, "NUMPY_MAX_ENTRIES", 0)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,9 @@ from hard_qps import CLASSES, hard_problem
 
 import optnet
 
+# The torch solves here test the torch iteration itself (see conftest.torch_native).
+pytestmark = pytest.mark.usefixtures("torch_native")
+
 TOL = 1e-8
 JAX_CLASSES = ("badly_scaled", "near_lp")
 

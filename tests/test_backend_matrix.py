@@ -38,6 +38,9 @@ from hypothesis import strategies as st
 
 import optnet
 
+# The torch solves here test the torch iteration itself (see conftest.torch_native).
+pytestmark = pytest.mark.usefixtures("torch_native")
+
 NAMES = ("Q", "q", "G", "h", "A", "b")
 CORE_RANK = {"Q": 2, "q": 1, "G": 2, "h": 1, "A": 2, "b": 1}
 RTOL = 1e-9

@@ -31,6 +31,9 @@ jax = pytest.importorskip("jax")
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 
+# The torch solves here test the torch iteration itself (see conftest.torch_native).
+pytestmark = pytest.mark.usefixtures("torch_native")
+
 ROOT = Path(__file__).resolve().parent.parent
 FIELDS = ("x", "z", "y", "s", "status", "iterations", "primal_residual", "dual_residual", "gap")
 

@@ -45,6 +45,9 @@ from reference import SOLVED, kkt_residuals
 
 import optnet
 
+# The torch solves here test the torch iteration itself (see conftest.torch_native).
+pytestmark = pytest.mark.usefixtures("torch_native")
+
 TOL_OBJ = 1e-6         # relative objective error
 TOL_VIOL = 1e-6        # relative constraint violation
 # Reference solver vs the constructed optimum. Not tighter: on badly_scaled the reference

@@ -22,6 +22,9 @@ counts = pytest.importorskip("counts")
 import optnet  # noqa: E402
 from optnet import _pdipm  # noqa: E402
 
+# The torch solves here test the torch iteration itself (see conftest.torch_native).
+pytestmark = pytest.mark.usefixtures("torch_native")
+
 
 def test_the_iteration_reads_nothing_on_the_host(monkeypatch):
     """Every iteration of a torch solve (classification, progress and step; equalities,

@@ -13,6 +13,9 @@ from optnet import _lanes, _polish
 from optnet.backends import numpy as numpy_backend
 from optnet.backends import torch as torch_backend
 
+# The torch solves here test the torch iteration itself (see conftest.torch_native).
+pytestmark = pytest.mark.usefixtures("torch_native")
+
 BACKENDS = {
     "numpy": (numpy_backend, np.asarray),
     "torch": (torch_backend, torch.as_tensor),

@@ -15,6 +15,9 @@ from reference import reference_solve
 import optnet
 from optnet.backends import _lapack
 
+# The torch solves here test the torch iteration itself (see conftest.torch_native).
+pytestmark = pytest.mark.usefixtures("torch_native")
+
 SHIFTS = (1e-15, 1e-12, 1e-9, 1e-6)
 
 

@@ -20,6 +20,9 @@ from optnet._problem import canonicalize
 from optnet.backends import array_api_strict as strict_backend
 from optnet.backends import numpy as numpy_backend
 
+# The torch solves here test the torch iteration itself (see conftest.torch_native).
+pytestmark = pytest.mark.usefixtures("torch_native")
+
 xp, ops = numpy_backend.namespace, numpy_backend.ops
 N = _pdipm.MIXED_MIN_N
 

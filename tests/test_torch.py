@@ -10,7 +10,8 @@ configurations use ``fast_mode=True`` (a random projection of the Jacobian,
 same tolerances) to keep the run short.
 
 CUDA variants run the same checks with ``device="cuda"`` and skip where no GPU is
-available.
+available. Every test runs on both CPU paths (``torch_path``): small problems through
+NumPy views of the tensors, and the torch backend's own iteration.
 """
 
 from __future__ import annotations
@@ -38,6 +39,17 @@ DEVICES = [
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
                                                    reason="CUDA is not available")),
 ]
+
+
+@pytest.fixture(autouse=True, params=["numpy_route", "native"])
+def torch_path(request, monkeypatch):
+    """Every test twice: small CPU problems through NumPy views (what users get) and on
+    the torch backend's own iteration (the path of CUDA tensors and large problems)."""
+    from optnet.backends import _torch_via_numpy
+
+    if request.param == "native":
+        monkeypatch.setattr(_torch_via_numpy, "NUMPY_MAX_ENTRIES", 0)
+    return request.param
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -573,3 +585,4 @@ def test_backward_keeps_no_reference_cycle_to_the_solution():
     del x
     gc.collect()
     assert held() is None
+

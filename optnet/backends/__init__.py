@@ -24,7 +24,9 @@ def load(name: str) -> Backend:
     if name not in NAMES:
         raise ValueError(f"backend must be one of {NAMES} or None; received {name!r}.")
     mod = importlib.import_module(f"{__name__}.{name}")
-    return Backend(name=name, **{f: getattr(mod, f) for f in Backend._fields if f != "name"})
+    optional = {"route"}
+    return Backend(name=name, **{f: getattr(mod, f, None) if f in optional else getattr(mod, f)
+                                 for f in Backend._fields if f != "name"})
 
 
 def library_of(a) -> str | None:

@@ -2,7 +2,8 @@
 
 On CPU from 32 x 32 on, the Cholesky factors are computed lane by lane by LAPACK on
 the tensors' memory (``_lapack``); otherwise by ``cholesky_ex``. Arrays stay on
-their device; the loop is a Python loop (eager).
+their device; the loop is a Python loop (eager). Small problems in CPU tensors are
+solved by the NumPy backend on views of them (``route``, see ``_torch_via_numpy``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 from .._ops import Ops, blank_lanes, lane_shift
-from . import _lapack
+from . import _lapack, _torch_via_numpy
 from ._eager import cond, while_loop
 
 
@@ -153,3 +154,8 @@ ops = Ops(name="torch", cholesky=_cholesky, solve_triangular=_solve_triangular,
 
 def to_host(a):
     return a.detach().cpu().numpy()
+
+
+def route(args):
+    """Small problems in CPU tensors go through NumPy views (``_torch_via_numpy``)."""
+    return _torch_via_numpy.route(args)
