@@ -65,7 +65,8 @@ STATUS_EXPLANATIONS = {
     Status.DUAL_INFEASIBLE: (
         "The objective is unbounded below on the feasible set: the solver found a "
         "direction d with Qd = 0, Ad = 0, Gd <= 0 and q'd < 0. It is returned in "
-        "x, scaled so that q'd = -1; y, z, s and the residuals are NaN."
+        "x, scaled so that q'd = -1; y, z, s and the residuals are NaN (but for rows "
+        "with h = +inf, whose z is 0 and s +inf)."
     ),
     Status.NUMERICAL_ERROR: (
         "The problem data contain NaN or Inf (other than +inf in h, which means "

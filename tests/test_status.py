@@ -262,6 +262,23 @@ def test_infinite_h_is_not_an_error():
     assert np.isposinf(out["s"][0]) and out["z"][0] == 0.0
 
 
+def test_unbounded_with_infinite_h_rows(backend):
+    """An unbounded LP with an ``h = +inf`` row: its ``z`` is 0 and ``s`` +inf (as the
+    status explanation says), the other rows' NaN; ``x`` a descent direction."""
+    Q = np.zeros((2, 2))
+    q = np.array([-1.0, 0.0])
+    G = np.array([[0.0, 1.0], [1.0, 0.0]])
+    h = np.array([1.0, np.inf])
+    sol = optnet.solve(Q, q, G, h, backend=backend)
+    assert Status(int(to_numpy(sol.status))) == Status.DUAL_INFEASIBLE
+    x, z, s = (to_numpy(v) for v in (sol.x, sol.z, sol.s))
+    np.testing.assert_allclose(q @ x, -1.0, rtol=1e-8)
+    assert G[0] @ x <= 1e-8
+    assert np.isnan(z[0]) and z[1] == 0.0
+    assert np.isnan(s[0]) and np.isposinf(s[1])
+    assert "h = +inf" in Status.DUAL_INFEASIBLE.explanation
+
+
 # ---------------------------------------------------------------- check=True
 
 
