@@ -7,7 +7,7 @@ tensors (on zero-copy views of them) and its solution comes back as tensors: ``x
 ``z``, ``y`` and the rest, and the context the derivatives need, whose factorization
 (the NumPy backend keeps inverse Cholesky factors) then solves by torch products. So
 ``optnet.torch.solve``'s backward and forward mode, and ``torch.func`` over them, run
-in torch as before. Measurements: ``benchmarks/RESULTS.md``.
+in torch as before. Measurements: ``benchmarks/torch_route.py``, ``benchmarks/RESULTS.md``.
 
 Only plain strided float32/float64 CPU tensors outside any ``torch.func`` transform
 are routed; CUDA tensors, other dtypes and wrapped tensors stay on the torch path.
