@@ -29,12 +29,12 @@ class Backend(NamedTuple):
         The primitives beyond the standard.
     to_host : callable ``(array) -> numpy.ndarray``
         The one host transfer outside the loop's own (``QPError`` messages).
-    route : callable ``(args) -> (Backend, args, back)`` or None, or None
+    route : callable ``(args, init) -> (Backend, args, init, back)`` or None, or None
         Optional: for inputs another backend solves faster (small problems in torch CPU
-        tensors go through NumPy views of them), that backend, the inputs converted to
-        it, and a function mapping its :class:`optnet.QPSolution` (its context
-        included, so that the derivatives run in this backend's arrays) back. None
-        where the inputs stay.
+        tensors go through NumPy views of them), that backend, the inputs (and the warm
+        start ``init``, a dict or None) converted to it, and a function mapping its
+        :class:`optnet.QPSolution` (its context included, so that the derivatives run in
+        this backend's arrays) back. None where the inputs stay.
     """
 
     name: str

@@ -214,14 +214,15 @@ def resume(xp, ops, prob: Problem, cfg: Settings, st: State, level, lanes):
     return run(xp, ops, prob, cfg, start=start, level=level)
 
 
-def start(xp, ops, prob: Problem, cfg: Settings) -> State:
+def start(xp, ops, prob: Problem, cfg: Settings, warm=None) -> State:
     """The state :func:`run` starts from without ``start`` (traced backends: the problem
     :func:`iteration_problem` leaves as it is)."""
     prob = iteration_problem(xp, ops, prob)
-    return initial_state(xp, ops, prob, cfg, _kkt.narrow_copies(xp, prob))
+    return initial_state(xp, ops, prob, cfg, _kkt.narrow_copies(xp, prob), warm)
 
 
-def run(xp, ops, prob: Problem, cfg: Settings, start: State | None = None, level=None):
+def run(xp, ops, prob: Problem, cfg: Settings, start: State | None = None, level=None,
+        warm=None):
     """Run the interior-point loop. Returns the final ``State`` and precision level.
 
     A lane stops as SOLVED once its merit is below ``cfg.polish_tol``, which may be
@@ -230,12 +231,13 @@ def run(xp, ops, prob: Problem, cfg: Settings, start: State | None = None, level
     does not, the caller resumes the lane (``start``, ``level``: a state and level
     returned by ``run``, with the lanes to resume set RUNNING) with ``polish_tol = tol``.
     This spares the last iterations of the interior point, which only refine what the
-    polish computes to working precision in one solve.
+    polish computes to working precision in one solve. ``warm``: a ``_warm.WarmPoint`` on
+    ``prob`` to start from (``_step.initial_state``).
     """
     prob = iteration_problem(xp, ops, prob)
     # Mixed precision: the narrow copies of Q and G, made once (see _kkt.Narrow).
     narrow = _kkt.narrow_copies(xp, prob)
-    st = initial_state(xp, ops, prob, cfg, narrow) if start is None else start
+    st = initial_state(xp, ops, prob, cfg, narrow, warm) if start is None else start
     if level is None:
         level = initial_level(prob)
     # The precision fallback (_fall_back): eager backends, solves starting below the top.

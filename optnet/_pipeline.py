@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from . import _lanes, _pdipm, _scaling, _step
+from . import _lanes, _pdipm, _scaling, _step, _warm
 from ._kkt import diagonal_scale
 from ._polish import Point, polish, residuals
 from ._problem import ARG_NAMES, Problem, canonicalize
@@ -37,20 +37,23 @@ def context_only(sol: QPSolution) -> QPSolution:
     return QPSolution(*(None,) * (len(QPSolution._fields) - 1), context=sol.context)
 
 
-def solve_arrays(be, args: dict, tol=None, max_iter=None) -> QPSolution:
-    """Solve with backend module ``be``; ``args`` maps "Q".."b" to arrays of ``be`` or None.
+def solve_arrays(be, args: dict, tol=None, max_iter=None, init=None) -> QPSolution:
+    """Solve with backend module ``be``; ``args`` maps "Q".."b" to arrays of ``be`` or None;
+    ``init`` (optional) maps "x" and optionally "z", "y" to arrays of ``be`` (a warm start,
+    ``_warm``).
 
     Where ``be.route`` sends the inputs to another backend (``Backend.route``), that one
     solves and the solution comes back in ``be``'s arrays.
     """
-    routed = be.route(args) if be.route is not None else None
+    routed = be.route(args, init) if be.route is not None else None
     if routed is not None:
-        other, other_args, back = routed
-        return back(solve_arrays(other, other_args, tol, max_iter))
+        other, other_args, other_init, back = routed
+        return back(solve_arrays(other, other_args, tol, max_iter, other_init))
     xp, ops = be.namespace, be.ops
     prob = canonicalize(xp, *(args[k] for k in ARG_NAMES),
                         has_float64=be.has_float64(getattr(args["Q"], "device", None)))
     cfg = _pdipm.default_settings(xp, prob, tol, max_iter)
+    warm = None if init is None else _warm.lanes(xp, prob, init)
     with be.quiet():
         # Nonconvex lanes are set aside like lanes with bad data (never iterated).
         nonconvex = _nonconvex(xp, ops, prob) & ~prob.bad
@@ -59,11 +62,12 @@ def solve_arrays(be, args: dict, tol=None, max_iter=None) -> QPSolution:
         # (polish, residuals, derivatives) on the original one.
         sprob, sc = _scaling.equilibrate(
             xp, prob, eager=ops.eager, while_loop=None if ops.eager else ops.while_loop)
+        warm = None if warm is None else _warm.scaled(warm, sc)
         early = cfg.polish_tol > cfg.tol
         if early and not ops.eager:
-            fin, pol = _passes_traced(xp, ops, prob, sprob, sc, cfg)
+            fin, pol = _passes_traced(xp, ops, prob, sprob, sc, cfg, warm)
         else:
-            st, level = _pdipm.run(xp, ops, sprob, cfg)
+            st, level = _pdipm.run(xp, ops, sprob, cfg, warm=warm)
             fin = _final(xp, sprob, sc, st)
             pol = _polish_state(xp, ops, prob, cfg, fin, sc.e, strict=early)
             if early:
@@ -107,7 +111,7 @@ def _resume(xp, ops, prob: Problem, sprob: Problem, sc, cfg, st, level, fin, pol
                             lambda: leaves))
 
 
-def _passes_traced(xp, ops, prob: Problem, sprob: Problem, sc, cfg):
+def _passes_traced(xp, ops, prob: Problem, sprob: Problem, sc, cfg, warm=None):
     """What :func:`_pdipm.run`, the early polish and :func:`_resume` compute, as two
     passes of one loop for traced backends, so that the program holds one interior-point
     loop and one polish: pass 0 iterates every lane to ``cfg.polish_tol`` and polishes
@@ -118,7 +122,7 @@ def _passes_traced(xp, ops, prob: Problem, sprob: Problem, sc, cfg):
 
     Returns the outcome (:class:`Final`) and the polish (:class:`Polished`).
     """
-    st0 = _pdipm.start(xp, ops, sprob, cfg)
+    st0 = _pdipm.start(xp, ops, sprob, cfg, warm)
     level0 = xp.asarray(_step.initial_level(sprob), dtype=xp.int32, device=prob.device)
     tols = xp.asarray([cfg.polish_tol, cfg.tol], dtype=sprob.dtype, device=prob.device)
     solved = int(Status.SOLVED)

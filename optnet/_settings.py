@@ -56,6 +56,10 @@ class Settings(NamedTuple):
     sync_every : int
         Eager backends read the loop's state on the host once every this many iterations
         (whether lanes still run, whether the precision must climb, and lane compaction).
+    warm_shift : float
+        A warm start (``init``) raises every slack and multiplier to at least this (or
+        the square root of the given point's mean complementarity, if larger), on the
+        equilibrated problem (``_warm``).
     """
 
     tol: float
@@ -77,6 +81,7 @@ class Settings(NamedTuple):
     stall_near: float
     stall_fast: int
     sync_every: int
+    warm_shift: float
 
 
 def _check_tol(tol) -> float:
@@ -106,6 +111,9 @@ def _check_max_iter(max_iter) -> int:
                          f"({type(max_iter).__name__}).")
     return value
 
+
+# The floor of a warm start's slacks and multipliers (see docs/algorithm.md, "Warm start").
+WARM_SHIFT = 1e-2
 
 # The first polish is tried once the merit is below sqrt(tol), at most this (see
 # docs/algorithm.md, "Early polish").
@@ -147,4 +155,5 @@ def default_settings(xp, prob, tol=None, max_iter=None) -> Settings:
         stall_near=100.0,
         stall_fast=2,
         sync_every=4,
+        warm_shift=WARM_SHIFT,
     )

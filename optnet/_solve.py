@@ -10,6 +10,7 @@ from . import backends
 from ._lanes import split_arrays
 from ._pipeline import solve_arrays
 from ._types import STATUS_EXPLANATIONS, QPError, QPSolution, Status
+from ._warm import as_mapping
 
 
 def _convert(args: dict, backend):
@@ -30,7 +31,7 @@ def _convert(args: dict, backend):
 
 
 def solve(Q, q, G=None, h=None, A=None, b=None, *, backend=None, tol=None, max_iter=None,
-          check=False) -> QPSolution:
+          check=False, init=None) -> QPSolution:
     """Solve a batch of convex quadratic programs.
 
     ::
@@ -63,6 +64,12 @@ def solve(Q, q, G=None, h=None, A=None, b=None, *, backend=None, tol=None, max_i
         Iteration limit (default 100); lanes that reach it get ``MAX_ITER``.
     check : bool
         Raise :class:`QPError` if any problem is not ``SOLVED`` (eager only).
+    init : QPSolution or mapping, optional
+        A warm start: a previous solution (of problems with the same batch shape and
+        sizes), or a mapping with ``"x"`` (*batch, n) and optionally ``"z"`` (*batch, p)
+        and ``"y"`` (*batch, m). Each problem starts from its point pushed into the
+        interior; problems whose point is not finite start cold. The answer is the cold
+        start's to the tolerance (see ``docs/algorithm.md``, "Warm start").
 
     Returns
     -------
@@ -78,11 +85,28 @@ def solve(Q, q, G=None, h=None, A=None, b=None, *, backend=None, tol=None, max_i
     """
     args = {"Q": Q, "q": q, "G": G, "h": h, "A": A, "b": b}
     be, args = _convert(args, backend)
-    sol = (_solve_jax_compiled(be, args, tol, max_iter) if be.ops.name == "jax"
-           else solve_arrays(be, args, tol, max_iter))
+    init = _convert_init(be, init)
+    sol = (_solve_jax_compiled(be, args, tol, max_iter, init) if be.ops.name == "jax"
+           else solve_arrays(be, args, tol, max_iter, init))
     if check:
         _raise_unless_solved(sol, be.to_host)
     return sol
+
+
+def _convert_init(be, init):
+    """The warm start as a dict of ``be``'s arrays (or None), or ``ValueError``."""
+    init = as_mapping(init)
+    if init is None:
+        return None
+    out = {}
+    for k, a in init.items():
+        try:
+            out[k] = None if a is None else be.asarray(a)
+        except Exception as exc:  # each library raises its own kind
+            raise ValueError(f"init['{k}'] could not be converted to a {be.name} array "
+                             f"(received {type(a).__module__}.{type(a).__qualname__}): "
+                             f"{exc}") from exc
+    return out
 
 
 def _raise_unless_solved(sol: QPSolution, to_host) -> None:
@@ -105,7 +129,7 @@ _JAX_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 JAX_PROGRAMS_KEPT = 16
 
 
-def _solve_jax_compiled(be, args: dict, tol, max_iter):
+def _solve_jax_compiled(be, args: dict, tol, max_iter, init=None):
     """``solve_arrays`` on JAX arrays as one compiled program, reused by every later call
     with the same signature.
 
@@ -118,17 +142,25 @@ def _solve_jax_compiled(be, args: dict, tol, max_iter):
     """
     import jax
 
-    arrays = [a for a in args.values() if a is not None]
+    init = init or {}
+    arrays = [a for a in (*args.values(), *init.values()) if a is not None]
     if any(isinstance(a, jax.core.Tracer) for a in arrays):
-        return solve_arrays(be, args, tol, max_iter)
-    key = (tuple(None if a is None else (a.shape, str(a.dtype), str(getattr(a, "sharding", "")))
-                 for a in args.values()), tol, max_iter, bool(jax.config.jax_enable_x64))
+        return solve_arrays(be, args, tol, max_iter, init or None)
+
+    def signature(arrs):
+        return tuple(None if a is None else (a.shape, str(a.dtype),
+                                             str(getattr(a, "sharding", "")))
+                     for a in arrs.values())
+
+    key = (signature(args), tuple(sorted(init)), signature(init), tol, max_iter,
+           bool(jax.config.jax_enable_x64))
     prog = _JAX_PROGRAMS.get(key)
     if prog is None:
         box = {}
 
-        def run(arrs):
-            leaves, box["rebuild"] = split_arrays(solve_arrays(be, arrs, tol, max_iter))
+        def run(arrs, warm):
+            leaves, box["rebuild"] = split_arrays(solve_arrays(be, arrs, tol, max_iter,
+                                                               warm or None))
             return leaves
 
         prog = _JAX_PROGRAMS[key] = (jax.jit(run), box)
@@ -136,5 +168,5 @@ def _solve_jax_compiled(be, args: dict, tol, max_iter):
             _JAX_PROGRAMS.popitem(last=False)
     _JAX_PROGRAMS.move_to_end(key)
     fn, box = prog
-    leaves = fn(args)
+    leaves = fn(args, init)
     return box["rebuild"](leaves)

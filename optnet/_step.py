@@ -60,7 +60,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from . import _kkt, _progress
+from . import _kkt, _progress, _warm
 from ._kkt import mtv, mv, vdot
 from ._problem import Problem
 from ._terminate import RUNNING, classify, lane_constants, residuals
@@ -324,12 +324,15 @@ def _constants(xp, prob: Problem, cfg) -> StepConstants:
                          rhs1=(-q, b, h), bh=bh, e1=e1, zero=xp.zeros((B, 1), **kw))
 
 
-def initial_state(xp, ops, prob: Problem, cfg, narrow=None) -> State:
+def initial_state(xp, ops, prob: Problem, cfg, narrow=None, warm=None) -> State:
     """Start from the solution of the regularized least-squares system with W = I.
 
     Solves ``[Q A' G'; A 0 0; G 0 -I] [x; y; v] = [-q; b; h]`` (so ``s = -v`` is the
     slack of ``Gx + s = h`` and ``z = v``) and shifts ``s`` and ``z`` into the interior
-    (the Clarabel/CVXOPT start). ``tau = kappa = 1``.
+    (the Clarabel/CVXOPT start). ``tau = kappa = 1``. With ``warm`` (a
+    ``_warm.WarmPoint`` on this problem) lanes whose given point is finite start from it,
+    pushed into the interior (``_warm.pushed``); the precision fallback still restarts
+    from the cold start.
     """
     B = prob.bad.shape[0]
     kw = {"dtype": prob.dtype, "device": prob.device}
@@ -367,6 +370,9 @@ def initial_state(xp, ops, prob: Problem, cfg, narrow=None) -> State:
                       axis=-1)
     finite = xp.all(xp.isfinite(w), axis=-1)
     w0 = xp.where(finite[:, None], w, plain)
+    if warm is not None:
+        w = xp.concat(_warm.pushed(xp, prob, cfg, warm, (x, y, z, s)), axis=-1)
+        w = xp.where(prob.bad[:, None], w0, w)
     return State(w=w, status=status,
                  iterations=xp.zeros((B,), dtype=xp.int32, device=prob.device),
                  boost=xp.ones((B,), **kw), worse=no,

@@ -17,23 +17,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _adjoint, _pipeline, backends
+from .. import _adjoint, _pipeline, _warm, backends
 from . import outputs
 
 NAMES = ("Q", "q", "G", "h", "A", "b")
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _qp(options, Q, q, G, h, A, b):
+def _qp(options, Q, q, G, h, A, b, init):
     sol = _pipeline.solve_arrays(backends.load("jax"), dict(zip(NAMES, (Q, q, G, h, A, b))),
-                                 *options)
+                                 *options, init)
     return sol.x, sol.z, sol.y, sol.status
 
 
 @_qp.defjvp
 def _qp_jvp(options, primals, tangents):
-    sol = _pipeline.solve_arrays(backends.load("jax"), dict(zip(NAMES, primals)), *options)
-    given = {f"d{k}": t for k, p, t in zip(NAMES, primals, tangents) if p is not None}
+    # The warm start (the last primal) only chooses where the iteration begins: the
+    # solution does not depend on it, and its tangent is ignored.
+    sol = _pipeline.solve_arrays(backends.load("jax"), dict(zip(NAMES, primals[:6])), *options,
+                                 primals[6])
+    given = {f"d{k}": t for k, p, t in zip(NAMES, primals[:6], tangents[:6]) if p is not None}
     t = _adjoint.jvp(sol, **given)
     status_dot = np.zeros(sol.status.shape, dtype=jax.dtypes.float0)
     return (sol.x, sol.z, sol.y, sol.status), (t.x, t.z, t.y, status_dot)
@@ -50,7 +53,7 @@ def _as_float(a):
 
 
 def solve(Q, q, G=None, h=None, A=None, b=None, *, tol=None, max_iter=None, duals=False,
-          status=False):
+          status=False, init=None):
     """Solve a batch of QPs, differentiably, in JAX.
 
     Parameters are those of :func:`optnet.solve` (arrays of any kind are
@@ -64,6 +67,8 @@ def solve(Q, q, G=None, h=None, A=None, b=None, *, tol=None, max_iter=None, dual
         Also return the duals ``z`` (*batch, p) and ``y`` (*batch, m).
     status : bool
         Also return the per-problem ``optnet.Status`` codes (*batch).
+    init : QPSolution or mapping, optional
+        A warm start, as in :func:`optnet.solve`; not differentiated.
 
     Returns
     -------
@@ -74,5 +79,9 @@ def solve(Q, q, G=None, h=None, A=None, b=None, *, tol=None, max_iter=None, dual
     """
     args = tuple(_as_float(a) for a in (Q, q, G, h, A, b))
     options = (None if tol is None else float(tol), None if max_iter is None else int(max_iter))
-    x, z, y, st = _qp(options, *args)
+    init = _warm.as_mapping(init)
+    if init is not None:
+        init = {k: None if a is None else jax.lax.stop_gradient(_as_float(a))
+                for k, a in init.items()}
+    x, z, y, st = _qp(options, *args, init)
     return outputs(x, z, y, st, duals, status)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import _adjoint, _pipeline, backends
+from .. import _adjoint, _pipeline, _warm, backends
 from . import outputs
 
 NAMES = ("Q", "q", "G", "h", "A", "b")
@@ -23,7 +23,8 @@ class QPFunction(torch.autograd.Function):
     the convenient way to call it (it converts non-tensor inputs and selects
     the outputs). Call it directly as
     ``QPFunction.apply((tol, max_iter), Q, q, G, h, A, b)``: ``options`` is that
-    pair (``None`` for the defaults), the other arguments are tensors (or
+    pair, or the triple ``(tol, max_iter, init)`` with a warm start (``None`` for the
+    defaults), the other arguments are tensors (or
     ``None``) with the shapes of :func:`optnet.solve`.
 
     Outputs ``x`` (*batch, n), ``z`` (*batch, p), ``y`` (*batch, m) are
@@ -38,7 +39,7 @@ class QPFunction(torch.autograd.Function):
     def forward(options, Q, q, G, h, A, b):
         """Solve the batch (no autograd recording: the derivatives are the KKT adjoint's)."""
         sol = _pipeline.solve_arrays(backends.load("torch"), dict(zip(NAMES, (Q, q, G, h, A, b))),
-                                     *options)
+                                     *_options(options))
         return sol.x, sol.z, sol.y, sol.status, sol
 
     @staticmethod
@@ -71,6 +72,16 @@ class QPFunction(torch.autograd.Function):
         return t.x, t.z, t.y, None, None
 
 
+def _options(options):
+    """``(tol, max_iter)`` or ``(tol, max_iter, init)`` (None: the defaults), with a warm
+    start's tensors detached (a starting point is not differentiated)."""
+    tol, max_iter, init = (tuple(options or ()) + (None, None, None))[:3]
+    if init is not None:
+        init = {k: None if a is None else torch.as_tensor(a).detach()
+                for k, a in _warm.as_mapping(init).items()}
+    return tol, max_iter, init
+
+
 def _as_tensor(a, like):
     if a is None:
         return None
@@ -82,7 +93,7 @@ def _as_tensor(a, like):
 
 
 def solve(Q, q, G=None, h=None, A=None, b=None, *, tol=None, max_iter=None, duals=False,
-          status=False):
+          status=False, init=None):
     """Solve a batch of QPs, differentiably, in PyTorch.
 
     Parameters are those of :func:`optnet.solve` (tensors on any one device).
@@ -95,6 +106,9 @@ def solve(Q, q, G=None, h=None, A=None, b=None, *, tol=None, max_iter=None, dual
         Also return the duals ``z`` (*batch, p) and ``y`` (*batch, m).
     status : bool
         Also return the per-problem ``optnet.Status`` codes (*batch, int32).
+    init : QPSolution or mapping, optional
+        A warm start, as in :func:`optnet.solve` (e.g. the previous training step's
+        ``{"x": x, "z": z, "y": y}``); not differentiated.
 
     Returns
     -------
@@ -105,5 +119,5 @@ def solve(Q, q, G=None, h=None, A=None, b=None, *, tol=None, max_iter=None, dual
         are not SOLVED have zero gradients (and NaN solutions where infeasible).
     """
     args = [_as_tensor(a, Q) for a in (Q, q, G, h, A, b)]
-    x, z, y, st, _ = QPFunction.apply((tol, max_iter), *args)
+    x, z, y, st, _ = QPFunction.apply((tol, max_iter, init), *args)
     return outputs(x, z, y, st, duals, status)

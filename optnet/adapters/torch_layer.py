@@ -83,8 +83,12 @@ class OptNetLayer(nn.Module):
             A, b = self.A, self.A @ self.z0
         return Q, self.G if self.n_ineq else None, h if self.n_ineq else None, A, b
 
-    def forward(self, inputs):
-        """Solve the layer's QP for ``inputs`` (*batch, in_features) -> (*batch, n)."""
+    def forward(self, inputs, init=None):
+        """Solve the layer's QP for ``inputs`` (*batch, in_features) -> (*batch, n).
+
+        ``init``: a warm start, as in :func:`optnet.solve` (a mapping with ``"x"`` (*batch,
+        n) and optionally ``"z"``, ``"y"``, e.g. from an earlier call's solution).
+        """
         q = self.input_map(inputs) if self.input_map is not None else inputs
         Q, G, h, A, b = self.qp_parameters()
-        return solve(Q, q, G, h, A, b, tol=self.tol, max_iter=self.max_iter)
+        return solve(Q, q, G, h, A, b, tol=self.tol, max_iter=self.max_iter, init=init)

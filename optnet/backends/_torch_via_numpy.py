@@ -54,21 +54,23 @@ def _entries(args: dict) -> int | None:
     return math.prod(batch) * rows * n
 
 
-def route(args: dict):
+def route(args: dict, init: dict | None = None):
     """``Backend.route`` of the torch backend: NumPy views for small CPU problems."""
     given = [a for a in args.values() if a is not None]
     if NUMPY_MAX_ENTRIES <= 0 or not given or args.get("Q") is None:
         return None
-    for a in given:
+    for a in given + [a for a in (init or {}).values() if a is not None]:
         if not (type(a) in _PLAIN and a.device.type == "cpu" and a.layout == torch.strided
                 and a.dtype in (torch.float32, torch.float64) and not _wrapped(a)):
             return None
     size = _entries(args)
     if size is None or size > NUMPY_MAX_ENTRIES:
         return None
-    host = {k: None if a is None else a.detach().resolve_neg().numpy()
-            for k, a in args.items()}
-    return load("numpy"), host, _back
+    def host(arrays):
+        return {k: None if a is None else a.detach().resolve_neg().numpy()
+                for k, a in arrays.items()}
+
+    return load("numpy"), host(args), None if init is None else host(init), _back
 
 
 def _tensor(a: np.ndarray):

@@ -156,6 +156,6 @@ def to_host(a):
     return a.detach().cpu().numpy()
 
 
-def route(args):
+def route(args, init=None):
     """Small problems in CPU tensors go through NumPy views (``_torch_via_numpy``)."""
-    return _torch_via_numpy.route(args)
+    return _torch_via_numpy.route(args, init)
