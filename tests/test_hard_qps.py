@@ -422,10 +422,10 @@ def test_resumed_lanes_progress_count_starts_afresh(monkeypatch):
     starts = []
     run = _pdipm.run
 
-    def spy(xp, ops, prob, cfg, start=None, level=None):
+    def spy(xp, ops, prob, cfg, start=None, level=None, **kw):
         if start is not None:
             starts.append(start)
-        return run(xp, ops, prob, cfg, start=start, level=level)
+        return run(xp, ops, prob, cfg, start=start, level=level, **kw)
 
     monkeypatch.setattr(_pdipm, "run", spy)
     data = hard_batch("badly_scaled", 0, 8)
