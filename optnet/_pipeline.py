@@ -91,24 +91,19 @@ def _resume(xp, ops, prob: Problem, sprob: Problem, sc, cfg, st, level, fin, pol
     """Lanes that reached ``cfg.polish_tol`` but whose polished point missed
     ``cfg.tol`` go on iterating to ``cfg.tol`` (from the state ``st`` and precision
     ``level`` the first run ended with) and are polished again (see ``_pdipm.run``).
-    Returns the outcome (:class:`Final`; ``fin`` where no lane resumed) and polish."""
+    Returns the outcome (:class:`Final`; ``fin`` where no lane resumed) and polish.
+    Eager backends (traced ones resume in :func:`_passes_traced`)."""
     retry = (st.status == int(Status.SOLVED)) & ~pol.rescued
+    if not bool(xp.any(retry)):
+        return fin, pol
     cfg2 = cfg._replace(polish_tol=cfg.tol)
+    st2, _ = _pdipm.resume(xp, ops, sprob, cfg2, st, level, retry)
+    fin2 = _final(xp, sprob, sc, st2)
 
-    def again():
-        st2, _ = _pdipm.resume(xp, ops, sprob, cfg2, st, level, retry)
-        fin2 = _final(xp, sprob, sc, st2)
+    def polish_again(sub, a):
+        return _polish_state(xp, ops, sub, cfg2, *a, strict=False)
 
-        def polish_again(sub, a):
-            return _polish_state(xp, ops, sub, cfg2, *a, strict=False)
-
-        return fin2, _lanes.on_lanes(xp, ops, retry, polish_again, prob, (fin2, sc.e), pol)
-
-    if ops.eager:
-        return again() if bool(xp.any(retry)) else (fin, pol)
-    leaves, rebuild = _lanes.split_arrays((fin, pol))
-    return rebuild(ops.cond(xp.any(retry), lambda: _lanes.split_arrays(again())[0],
-                            lambda: leaves))
+    return fin2, _lanes.on_lanes(xp, ops, retry, polish_again, prob, (fin2, sc.e), pol)
 
 
 def _passes_traced(xp, ops, prob: Problem, sprob: Problem, sc, cfg, warm=None):
@@ -141,17 +136,18 @@ def _passes_traced(xp, ops, prob: Problem, sprob: Problem, sc, cfg, warm=None):
 
     # The loop's carry needs a polish of the right structure before the first pass:
     # zeros of that structure (the polish traced abstractly, never run).
+    fin0 = _final(xp, sprob, sc, st0)
     box = {}
 
     def probe():
         leaves, box["rebuild"] = _lanes.split_arrays(
-            _polish_state(xp, ops, prob, cfg, _final(xp, sprob, sc, st0), sc.e, strict=True))
+            _polish_state(xp, ops, prob, cfg, fin0, sc.e, strict=True))
         return leaves
 
     pol_leaves = (ops.abstract_zeros(probe) if ops.abstract_zeros is not None
                   else [xp.zeros_like(a) for a in probe()])
     pol_rebuild = box["rebuild"]
-    fin_leaves, fin_rebuild = _lanes.split_arrays(_final(xp, sprob, sc, st0))
+    fin_leaves, fin_rebuild = _lanes.split_arrays(fin0)
 
     def cond(carry):
         st, _, k, _, pol = carry

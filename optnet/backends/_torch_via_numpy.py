@@ -20,6 +20,7 @@ import math
 import numpy as np
 import torch
 
+from .._problem import CORE_RANK
 from . import load
 
 # Problems of at most this many entries in their stacked matrices, batch * (n + m + p) * n,
@@ -46,8 +47,7 @@ def _entries(args: dict) -> int | None:
     try:
         n = int(args["Q"].shape[-1])
         rows = n + sum(int(args[k].shape[-2]) for k in ("G", "A") if args[k] is not None)
-        cores = {"Q": 2, "q": 1, "G": 2, "h": 1, "A": 2, "b": 1}
-        batch = torch.broadcast_shapes(*(tuple(a.shape[:a.ndim - cores[k]])
+        batch = torch.broadcast_shapes(*(tuple(a.shape[:a.ndim - CORE_RANK[k]])
                                          for k, a in args.items() if a is not None))
     except (AttributeError, IndexError, RuntimeError, TypeError, ValueError):
         return None
