@@ -133,6 +133,23 @@ def setup_optnet_torch(prob, dtype):
     return Prepared(fwd, _torch_fb(solve, grad))
 
 
+def setup_optnet_torch_compiled(prob, dtype):
+    import torch
+
+    ot = importlib.import_module("optnet.torch")
+    plain = _torch_inputs(prob, dtype, False)
+    grad = _torch_inputs(prob, dtype, True)
+
+    def solve(*a):
+        return ot.solve(*a, compiled=True)
+
+    def fwd():
+        with torch.no_grad():
+            return solve(*plain).numpy()
+
+    return Prepared(fwd, _torch_fb(solve, grad), jit=True)
+
+
 def setup_optnet_jax(prob, dtype):
     jax = _jax()
     import jax.numpy as jnp
@@ -353,6 +370,9 @@ SOLVERS: list[SolverSpec] = [
                needs=("optnet",)),
     SolverSpec("optnet-torch", "optnet (torch)", "torch", setup_optnet_torch, competitor=False,
                needs=("torch", "optnet.torch")),
+    SolverSpec("optnet-torch-compiled", "optnet (torch, compiled)", "torch",
+               setup_optnet_torch_compiled, competitor=False,
+               needs=("torch", "jax", "optnet.torch")),
     SolverSpec("optnet-jax", "optnet (jax)", "jax", setup_optnet_jax, competitor=False,
                needs=("jax", "optnet.jax")),
     SolverSpec("qpth", "qpth", "torch", setup_qpth, needs=("torch", "qpth.qp")),

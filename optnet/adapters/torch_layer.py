@@ -43,6 +43,9 @@ class OptNetLayer(nn.Module):
         Of the parameters (default float64: QP layers are most reliable in it).
     tol, max_iter : optional
         Passed to the solver.
+    compiled : bool
+        Solve with compiled JAX programs (``optnet.torch.solve(compiled=True)``):
+        faster for small layers, CPU only, needs JAX.
 
     Examples
     --------
@@ -54,7 +57,8 @@ class OptNetLayer(nn.Module):
     """
 
     def __init__(self, n, n_ineq, n_eq=0, *, in_features=None, input_affine=True, eps=1e-4,
-                 dtype=torch.float64, device=None, tol=None, max_iter=None):
+                 dtype=torch.float64, device=None, tol=None, max_iter=None,
+                 compiled=False):
         super().__init__()
         in_features = n if in_features is None else in_features
         if n < 1 or n_ineq < 0 or not 0 <= n_eq < n:
@@ -65,7 +69,7 @@ class OptNetLayer(nn.Module):
                              f"in_features={in_features}, n={n}.")
         kw = {"dtype": dtype, "device": device}
         self.n, self.n_ineq, self.n_eq, self.eps = n, n_ineq, n_eq, eps
-        self.tol, self.max_iter = tol, max_iter
+        self.tol, self.max_iter, self.compiled = tol, max_iter, compiled
         self.L = nn.Parameter(torch.eye(n, **kw))
         self.G = nn.Parameter(torch.randn(n_ineq, n, **kw) / n ** 0.5)
         self.A = nn.Parameter(torch.randn(n_eq, n, **kw) / n ** 0.5) if n_eq else None
@@ -91,4 +95,5 @@ class OptNetLayer(nn.Module):
         """
         q = self.input_map(inputs) if self.input_map is not None else inputs
         Q, G, h, A, b = self.qp_parameters()
-        return solve(Q, q, G, h, A, b, tol=self.tol, max_iter=self.max_iter, init=init)
+        return solve(Q, q, G, h, A, b, tol=self.tol, max_iter=self.max_iter, init=init,
+                     compiled=self.compiled)
