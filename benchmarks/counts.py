@@ -8,7 +8,14 @@ a GPU). Operations per iteration are the solve's total divided by its interior-p
 iterations (the issue's all-in count). These are counts, not timings: they do not
 depend on the machine or its load.
 
-Run: ``python benchmarks/counts.py [--n 10] [--batch 1] [--top 25]``.
+With ``--compiled`` the iteration runs compiled by ``torch.compile``
+(``optnet.torch.solve(compiled="torch")``): its calls are then counted by the profiler
+instead, as the kernels each compiled call launches (the fused kernels inductor
+generates and the library calls between them: products, Cholesky, triangular solves),
+and the rest of the solve (set-up, polish, backward) as before. The first run compiles
+(about a minute on a CPU; torch caches the programs on disk).
+
+Run: ``python benchmarks/counts.py [--n 10] [--batch 1] [--top 25] [--compiled]``.
 """
 
 from __future__ import annotations
@@ -103,8 +110,50 @@ class Both:
         self.calls_mode.__exit__(*exc)
 
 
-def count(n: int, batch: int, seed: int = 0, dtype=torch.float64):
-    """Counters of the forward and the backward pass, and the iterations taken.
+class CompiledCalls:
+    """Wraps the compiled iteration (``Ops.compile_step``): each call runs outside the
+    counting modes, under the profiler, and ``kernels`` adds up what it launched."""
+
+    # Allocation and layout operators of the compiled wrapper: no computation.
+    SKIP = {"aten::empty", "aten::empty_strided", "aten::as_strided", "aten::resize_",
+            "aten::view", "aten::reshape", "aten::_reshape_alias", "aten::expand",
+            "aten::transpose", "aten::permute", "aten::select", "aten::slice"}
+
+    def __init__(self):
+        self.kernels, self.calls, self.modes = 0, 0, None
+        self.names = collections.Counter()
+
+    def compiler(self, compile_step):
+        def wrap(fn):
+            compiled = compile_step(fn)
+
+            def run(*args, **kwargs):
+                if self.modes is None:
+                    return compiled(*args, **kwargs)
+                self.modes.__exit__(None, None, None)
+                try:
+                    cpu = [torch.profiler.ProfilerActivity.CPU]
+                    with torch.profiler.profile(activities=cpu) as prof:
+                        out = compiled(*args, **kwargs)
+                finally:
+                    self.modes.__enter__()
+                self.calls += 1
+                for e in prof.events():
+                    if e.name.startswith("## Call CompiledFxGraph"):
+                        for c in e.cpu_children:
+                            if c.name not in self.SKIP:
+                                self.kernels += 1
+                                self.names[c.name.split("_cpp_fused")[0] + " fused"
+                                           if "fused" in c.name else c.name] += 1
+                return out
+
+            return run
+        return wrap
+
+
+def count(n: int, batch: int, seed: int = 0, dtype=torch.float64, compiled=False):
+    """Counters of the forward and the backward pass, the iterations taken, and the
+    :class:`CompiledCalls` (None without ``compiled``).
 
     They are those of the torch backend's own iteration (the path of CUDA tensors): small
     CPU problems would otherwise go through NumPy views, where no torch kernel runs.
@@ -112,26 +161,45 @@ def count(n: int, batch: int, seed: int = 0, dtype=torch.float64):
     before = _torch_via_numpy.NUMPY_MAX_ENTRIES
     _torch_via_numpy.NUMPY_MAX_ENTRIES = 0
     try:
-        return _count(n, batch, seed, dtype)
+        return _count(n, batch, seed, dtype, compiled)
     finally:
         _torch_via_numpy.NUMPY_MAX_ENTRIES = before
 
 
-def _count(n, batch, seed, dtype):
+def _count(n, batch, seed, dtype, compiled):
+    from optnet.backends import torch as torch_backend
+
     P = make_problem(batch, n, seed=seed)
     Q, q, G, h = (torch.as_tensor(P[k], dtype=dtype) for k in "QqGh")
     for a in (Q, q, G, h):
         a.requires_grad_(True)
-    optnet.torch.solve(Q, q, G, h).sum().backward()      # warm-up (imports, caches)
-    fwd, bwd = Both(), Both()
-    with fwd:
-        x, status = optnet.torch.solve(Q, q, G, h, status=True)
+    kw = {}
+    calls = None
+    if compiled:
+        # The profiler sees the fused kernels only where inductor records them.
+        torch._inductor.config.cpp.enable_kernel_profile = True
+        calls = CompiledCalls()
+        before = torch_backend.compile_step
+        torch_backend.compile_step = calls.compiler(before)
+        kw = {"compiled": "torch"}
+    try:
+        optnet.torch.solve(Q, q, G, h, **kw).sum().backward()   # warm-up (imports, caches)
+        fwd, bwd = Both(), Both()
+        if calls is not None:
+            calls.modes = fwd
+        with fwd:
+            x, status = optnet.torch.solve(Q, q, G, h, status=True, **kw)
+        if calls is not None:
+            calls.modes = None
+    finally:
+        if compiled:
+            torch_backend.compile_step = before
     # The autograd engine runs backward outside the mode: count the call it makes
     # (the core vjp on the forward's solution) directly.
     sol = optnet.solve(Q.detach(), q.detach(), G, h)
     with bwd:
         optnet.vjp(sol, torch.ones_like(sol.x))
-    return fwd, bwd, status
+    return fwd, bwd, status, calls
 
 
 def main(argv=None):
@@ -139,15 +207,26 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=10, help="variables = inequality rows")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--top", type=int, default=25, help="most frequent calls to list")
+    ap.add_argument("--compiled", action="store_true",
+                    help='the iteration compiled by torch.compile (compiled="torch")')
     args = ap.parse_args(argv)
-    fb, bb, status = count(args.n, args.batch)
+    fb, bb, status, calls = count(args.n, args.batch, compiled=args.compiled)
     fwd, bwd = fb.calls_mode, bb.calls_mode
     # The iteration count is read outside the counted region.
     iters = _iterations(args.n, args.batch)
     total = fwd.total + bwd.total
     kern = fb.kernels.total + bb.kernels.total
-    print(f"n = p = {args.n}, batch {args.batch}, float64, torch {torch.__version__}")
+    path = "iteration compiled by torch.compile" if args.compiled else "eager"
+    print(f"n = p = {args.n}, batch {args.batch}, float64, torch {torch.__version__}, {path}")
     print(f"interior-point iterations: {iters}; statuses {status.tolist()}")
+    if calls is not None:
+        print(f"compiled iteration: {calls.calls} calls, {calls.kernels} kernels "
+              f"({calls.kernels / max(calls.calls, 1):.1f} per call): "
+              f"{dict(calls.names.most_common())}")
+        print(f"eager operations outside it (set-up, polish): {fb.kernels.total} kernels, "
+              f"{fwd.total} torch calls")
+        total += calls.kernels
+        kern += calls.kernels
     print(f"torch calls: forward {fwd.total}, backward {bwd.total}, all-in {total}, "
           f"per iteration {total / max(iters, 1):.1f}")
     print(f"kernels (computing operators): forward {fb.kernels.total}, backward "

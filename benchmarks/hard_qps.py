@@ -1,7 +1,11 @@
 """optnet on classical hard dense QP classes, against the reference solver.
 
     python benchmarks/hard_qps.py [--seeds 10] [--size default|slow] [--classes NAME ...]
-                                  [--backends numpy torch jax] [--dtypes float64 float32]
+                                  [--backends numpy torch torch-compiled jax]
+                                  [--dtypes float64 float32]
+
+(``torch-compiled``: the torch backend with its iteration compiled by ``torch.compile``;
+each class's shape compiles once, about a minute on a CPU.)
 
 Rounding-dependent behaviour shows under another BLAS kernel choice on the same machine,
 e.g. ``MKL_ENABLE_INSTRUCTIONS=AVX2`` (torch's MKL) or ``OPENBLAS_CORETYPE=Haswell``
@@ -50,6 +54,19 @@ TOL_VIOL = 1e-6
 TOL_GENERATOR = 1e-7   # as in tests/test_hard_qps.py
 
 
+def _solve(data: dict, backend: str):
+    """``optnet.solve`` on ``backend``; ``torch-compiled``: the torch backend with its
+    iteration compiled by ``torch.compile`` (``optnet.torch.solve(compiled="torch")``)."""
+    if backend != "torch-compiled":
+        return optnet.solve(**data, backend=backend)
+    import torch
+
+    from optnet.adapters.torch_autograd import QPFunction
+
+    args = [None if data.get(k) is None else torch.as_tensor(data[k]) for k in "QqGhAb"]
+    return QPFunction.apply((None, None, None, True), *args)[-1]
+
+
 def run_class(name: str, seeds: int, size: str, backend: str = "numpy",
               dtype: str = "float64") -> dict:
     """Solve seeds ``0 .. seeds-1`` of one class; return the row of the table."""
@@ -63,7 +80,7 @@ def run_class(name: str, seeds: int, size: str, backend: str = "numpy",
             continue
         t = time.perf_counter()
         data = {k: None if v is None else v.astype(dtype) for k, v in problem.items()}
-        sol = optnet.solve(**data, backend=backend)
+        sol = _solve(data, backend)
         secs += time.perf_counter() - t
         status = optnet.Status(int(sol.status))
         x = np.asarray(sol.x, dtype=np.float64)
@@ -97,10 +114,10 @@ def main(argv=None):
                     help="the sizes of tests/hard_qps.py SIZES to use")
     ap.add_argument("--classes", nargs="+", choices=list(CLASSES), default=list(CLASSES))
     ap.add_argument("--backends", nargs="+", default=["numpy"],
-                    choices=["numpy", "torch", "jax", "array_api_strict"])
+                    choices=["numpy", "torch", "torch-compiled", "jax", "array_api_strict"])
     ap.add_argument("--dtypes", nargs="+", default=["float64"], choices=["float64", "float32"])
     a = ap.parse_args(argv)
-    if "torch" in a.backends:
+    if "torch" in a.backends or "torch-compiled" in a.backends:
         # The torch backend's own iteration (its rounding, the path of CUDA tensors): small
         # CPU problems would otherwise be solved through NumPy views.
         from optnet.backends import _torch_via_numpy

@@ -107,6 +107,12 @@ class Ops(NamedTuple):
         form ``H``, 1.4x for the factorization). Where True, eager float64
         iterations on problems of ``_pdipm.MIXED_MIN_N`` or more variables start
         with float32 factors (see ``_pdipm.iteration_problem``). None: never.
+    compile_step : callable ``(fn) -> fn`` or None
+        Eager backends, optional: a compiler of the interior point's iteration
+        (``_pdipm.iterate``, a pure function of its arrays with no host read), returning a
+        function of the same signature; the driver calls what it returns instead (the
+        torch backend's ``torch.compile``, which fuses the ~250 operations of one
+        iteration into a few kernels). None: the iteration runs operation by operation.
     """
 
     name: str
@@ -118,6 +124,7 @@ class Ops(NamedTuple):
     put_lanes: Callable[[Any, Any, Any, bool], Any] | None = None
     narrow_factors: Callable[[Any], bool] | None = None
     abstract_zeros: Callable[[Callable], list] | None = None
+    compile_step: Callable[[Callable], Callable] | None = None
 
 
 def blank_lanes(xp, H, scale, skip):

@@ -12,6 +12,8 @@ progress policy ``_progress``. This module owns everything around it:
   precision (float32 factors, see :func:`iteration_problem`) and at 1 otherwise, and
   climbs by one whenever a lane's solve is measured less accurate than its merit
   needs (``State.worse``): at once where traced, at the next host read where eager;
+- on eager backends whose ``Ops.compile_step`` is set, the iteration as that compiled
+  function (the loop, its host reads and the compaction stay in Python);
 - lane compaction on eager backends: at a host read where at most 3/4 of the lanes
   still run, the loop goes on with those lanes alone (``_lanes``);
 - the precision fallback (eager backends): a lane that fails (NUMERICAL_ERROR) while the
@@ -166,12 +168,13 @@ def _run_eager(xp, ops, prob: Problem, cfg: Settings, st: State, level: int, nar
     """
     B = st.status.shape[0]
     top = top_level(cfg)
+    step_fn = iterate if ops.compile_step is None else ops.compile_step(iterate)
     idx, sub_prob, sub, sub_narrow = None, prob, st, narrow
     k, finishing = 0, False
     while k < cfg.max_iter:
         every = 1 if level == 0 or finishing else cfg.sync_every
         for _ in range(min(every, cfg.max_iter - k)):
-            sub = iterate(xp, ops, sub_prob, cfg, sub, level, defer=level > 0, narrow=sub_narrow)
+            sub = step_fn(xp, ops, sub_prob, cfg, sub, level, defer=level > 0, narrow=sub_narrow)
             k += 1
         # One host read: the running lanes, whether some lane's solves fell short, and
         # whether some lane is to fall back (here, at the read: it costs the steps nothing).

@@ -1,9 +1,12 @@
-"""``optnet.torch.solve(compiled=True)`` (``optnet/adapters/torch_compiled.py``): the same
-answers, statuses and derivatives (backward and forward mode) as the default path, on a
-batch with an infeasible lane and a shared (broadcast) constraint matrix; clear errors
-where the path does not apply; JAX's global 64-bit setting left as it was.
+"""The compiled paths of ``optnet.torch.solve``: ``compiled="jax"`` (XLA programs,
+``optnet/adapters/torch_compiled.py``) and ``compiled="torch"`` (the iteration compiled
+by ``torch.compile``, ``Ops.compile_step``): the same answers, statuses and derivatives
+(backward and forward mode) as the default path, on a batch with an infeasible lane and a
+shared (broadcast) constraint matrix; clear errors where a path does not apply; JAX's
+global 64-bit setting left as it was.
 
-Each new shape or option set compiles (seconds), so the tests share a few problems."""
+Each new shape or option set compiles (seconds for JAX, about a minute for
+``torch.compile`` on a CPU), so the tests share a few problems."""
 
 from __future__ import annotations
 
@@ -45,13 +48,15 @@ def _loss(x, z, y, st):
             + torch.where(ok, y, 0.0).sum())
 
 
-@pytest.mark.parametrize("dtype", [F64, torch.float32])
-def test_compiled_equals_default_path(dtype):
+@pytest.mark.parametrize("dtype,kind", [(F64, "jax"), (torch.float32, "jax"), (F64, "torch")])
+def test_compiled_equals_default_path(dtype, kind):
     """Solution, duals, statuses and the gradients of all six inputs (the shared G and h
-    get the sum over the batch) equal the default path's; NaN in the same places."""
+    get the sum over the batch) equal the default path's; NaN in the same places. (The
+    lanes finish at different iterations: the compiled iteration also runs on the
+    compacted batch.)"""
     tol = {F64: 1e-8, torch.float32: 2e-4}[dtype]
     results = []
-    for compiled in (False, True):
+    for compiled in (False, kind):
         args = _batch(dtype)
         x, z, y, st = ot.solve(*args, duals=True, status=True, compiled=compiled)
         _loss(x, z, y, st).backward()
@@ -134,7 +139,17 @@ def test_compiled_errors():
     own error (the function supports torch.autograd only)."""
     Q = torch.eye(2, dtype=F64, device="meta")
     with pytest.raises(ValueError, match=r"CPU tensors; received Q on meta"):
-        ot.solve(Q, torch.ones(2, dtype=F64, device="meta"), compiled=True)
+        ot.solve(Q, torch.ones(2, dtype=F64, device="meta"), compiled="jax")
+    with pytest.raises(ValueError, match=r"compiled must be one of .*received 'xla'"):
+        ot.solve(torch.eye(2, dtype=F64), torch.ones(2, dtype=F64), compiled="xla")
+    with pytest.raises(ValueError, match=r"compiled must be one of .*received 1"):
+        ot.solve(torch.eye(2, dtype=F64), torch.ones(2, dtype=F64), compiled=1)
+    # True: JAX's programs for CPU tensors, torch.compile of the iteration elsewhere.
+    from optnet.adapters.torch_autograd import _compiled_kind
+
+    assert _compiled_kind(True, [torch.eye(2), None]) == "jax"
+    assert _compiled_kind(True, [Q, torch.ones(2)]) == "torch"
+    assert _compiled_kind(False, [Q]) is None
     args = [a.detach() for a in _batch()]
 
     def f(q):

@@ -38,8 +38,9 @@ class QPFunction(torch.autograd.Function):
     @staticmethod
     def forward(options, Q, q, G, h, A, b):
         """Solve the batch (no autograd recording: the derivatives are the KKT adjoint's)."""
-        sol = _pipeline.solve_arrays(backends.load("torch"), dict(zip(NAMES, (Q, q, G, h, A, b))),
-                                     *_options(options))
+        tol, max_iter, init, step = _options(options)
+        sol = _pipeline.solve_arrays(_backend(step), dict(zip(NAMES, (Q, q, G, h, A, b))),
+                                     tol, max_iter, init)
         return sol.x, sol.z, sol.y, sol.status, sol
 
     @staticmethod
@@ -73,13 +74,42 @@ class QPFunction(torch.autograd.Function):
 
 
 def _options(options):
-    """``(tol, max_iter)`` or ``(tol, max_iter, init)`` (None: the defaults), with a warm
-    start's tensors detached (a starting point is not differentiated)."""
-    tol, max_iter, init = (tuple(options or ()) + (None, None, None))[:3]
+    """``(tol, max_iter[, init[, compile_step]])`` (None: the defaults) as a quadruple, with
+    a warm start's tensors detached (a starting point is not differentiated)."""
+    tol, max_iter, init, step = (tuple(options or ()) + (None,) * 4)[:4]
     if init is not None:
         init = {k: None if a is None else torch.as_tensor(a).detach()
                 for k, a in _warm.as_mapping(init).items()}
-    return tol, max_iter, init
+    return tol, max_iter, init, bool(step)
+
+
+def _backend(compile_step: bool):
+    """The torch backend; with ``compile_step``, the one whose interior-point iteration
+    runs compiled by ``torch.compile`` (``Ops.compile_step``) on the tensors' own device,
+    with no detour through NumPy (whose iteration no compiler fuses)."""
+    be = backends.load("torch")
+    if not compile_step:
+        return be
+    from ..backends import torch as torch_backend
+
+    return be._replace(ops=be.ops._replace(compile_step=torch_backend.compile_step), route=None)
+
+
+COMPILED = (False, True, "jax", "torch")
+
+
+def _compiled_kind(compiled, tensors) -> str | None:
+    """What ``compiled`` asks for: None (eager), ``"jax"`` or ``"torch"``; ``True`` is
+    ``"jax"`` where every tensor is on the CPU, else ``"torch"``."""
+    if not any(compiled is c or (isinstance(compiled, str) and compiled == c)
+               for c in COMPILED):
+        raise ValueError(f"compiled must be one of {COMPILED}; received {compiled!r}.")
+    if compiled is False:
+        return None
+    if compiled is True:
+        cpu = all(t.device.type == "cpu" for t in tensors if t is not None)
+        return "jax" if cpu else "torch"
+    return compiled
 
 
 def _as_tensor(a, like):
@@ -109,14 +139,22 @@ def solve(Q, q, G=None, h=None, A=None, b=None, *, tol=None, max_iter=None, dual
     init : QPSolution or mapping, optional
         A warm start, as in :func:`optnet.solve` (e.g. the previous training step's
         ``{"x": x, "z": z, "y": y}``); not differentiated.
-    compiled : bool
-        Solve with programs compiled by JAX (XLA) instead of the eager iteration: the
-        fastest path for small problems (at n = 10, forward and backward in 0.4 of the
-        default path's time at batch 1 and 0.25 at batch 32; see
-        ``docs/guide/performance.md``), after a first call per shape and dtype that
-        compiles (seconds). Needs JAX (``optnet[jax]``) and CPU tensors, and supports
-        ``torch.autograd`` (backward and ``forward_ad``) but not ``torch.func``. Same
-        answers, statuses and derivatives as the default path.
+    compiled : bool or {"jax", "torch"}
+        Run compiled code instead of the eager iteration (``docs/guide/performance.md``).
+        ``"jax"``: the whole solve and its derivatives as programs compiled by JAX
+        (XLA), the fastest path for small problems (at n = 10, forward and backward in
+        0.4 of the default path's time at batch 1 and 0.25 at batch 32), after a first
+        call per shape and dtype that compiles (seconds); needs JAX (``optnet[jax]``)
+        and CPU tensors, and supports ``torch.autograd`` (backward and ``forward_ad``)
+        but not ``torch.func``. ``"torch"``: the interior point's iteration compiled by
+        ``torch.compile`` on the tensors' own device (about 16 kernels per iteration
+        instead of about 250 operations: the path for GPUs, where each operation is a
+        launch); the polish and the derivatives stay eager, so everything the default
+        path supports works. Its first call compiles for about a minute on a CPU (a few
+        seconds once torch's on-disk cache holds the programs), again for each new
+        precision level or settings value. ``True``: ``"jax"`` for CPU tensors, else
+        ``"torch"``. Same answers, statuses and derivatives as the default path, to
+        rounding.
 
     Returns
     -------
@@ -127,10 +165,11 @@ def solve(Q, q, G=None, h=None, A=None, b=None, *, tol=None, max_iter=None, dual
         are not SOLVED have zero gradients (and NaN solutions where infeasible).
     """
     args = [_as_tensor(a, Q) for a in (Q, q, G, h, A, b)]
-    if compiled:
+    kind = _compiled_kind(compiled, args)
+    if kind == "jax":
         from .torch_compiled import CompiledQPFunction
 
-        x, z, y, st = CompiledQPFunction.apply(_options((tol, max_iter, init)), *args)
+        x, z, y, st = CompiledQPFunction.apply(_options((tol, max_iter, init))[:3], *args)
         return outputs(x, z, y, st, duals, status)
-    x, z, y, st, _ = QPFunction.apply((tol, max_iter, init), *args)
+    x, z, y, st, _ = QPFunction.apply((tol, max_iter, init, kind == "torch"), *args)
     return outputs(x, z, y, st, duals, status)

@@ -43,9 +43,10 @@ class OptNetLayer(nn.Module):
         Of the parameters (default float64: QP layers are most reliable in it).
     tol, max_iter : optional
         Passed to the solver.
-    compiled : bool
-        Solve with compiled JAX programs (``optnet.torch.solve(compiled=True)``):
-        faster for small layers, CPU only, needs JAX.
+    compiled : bool or {"jax", "torch"}
+        As in :func:`optnet.torch.solve`: ``"jax"`` compiled JAX programs (faster for
+        small layers, CPU only, needs JAX), ``"torch"`` the iteration compiled by
+        ``torch.compile`` (any device), ``True`` the first on CPU, else the second.
 
     Examples
     --------

@@ -8,7 +8,9 @@ solved by the NumPy backend on views of them (``route``, see ``_torch_via_numpy`
 
 from __future__ import annotations
 
+import functools
 import types
+import warnings
 
 import array_api_compat.torch as xp
 import numpy as np
@@ -53,7 +55,7 @@ def _cholesky(H, shifts, factor_dtype, scale, skip, overwrite=False):
     scale = scale.to(factor_dtype)
     k = H.shape[-1]
     if H.device.type == "cpu" and H.dtype in _NP_DTYPE \
-            and _lapack.supported(_NP_DTYPE[H.dtype], k):
+            and _lapack.supported(_NP_DTYPE[H.dtype], k) and not torch.compiler.is_compiling():
         # LAPACK lane by lane, on the tensors' memory (see _lapack): about twice as
         # fast as cholesky_ex at 100 x 100. The factor is the transpose of the
         # returned upper-triangular array (a view), whose other triangle solves ignore.
@@ -145,6 +147,27 @@ def _narrow_factors(device) -> bool:
     # Measured on CPU (see _pdipm.MIXED_MIN_N); on CUDA devices float64 throughput
     # varies by a factor of 30 between models, and nothing was measured: never there.
     return getattr(device, "type", "cpu") == "cpu"
+
+
+@functools.cache
+def compile_step(fn):
+    """``fn`` (the interior point's iteration) compiled by ``torch.compile``, whole
+    (``fullgraph``: the iteration has no host read, so no graph break is allowed to hide
+    one). Compiled once per process and function; torch compiles again for each new
+    precision level, settings value and, once a shape has changed, with symbolic shapes
+    (``Ops.compile_step``). Its tracing warnings about the array-compatibility layer's
+    caches and torch's own deprecations are silenced: they concern no user code."""
+    compiled = torch.compile(fn, fullgraph=True)
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Dynamo detected a call to a")
+            warnings.filterwarnings("ignore", category=FutureWarning,
+                                    module=r"torch\._inductor")
+            return compiled(*args, **kwargs)
+
+    return run
 
 
 ops = Ops(name="torch", cholesky=_cholesky, solve_triangular=_solve_triangular,
