@@ -18,6 +18,7 @@ reported by :func:`availability` with the reason, and the harness skips it.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import time
 from collections.abc import Callable
@@ -133,7 +134,9 @@ def setup_optnet_torch(prob, dtype):
     return Prepared(fwd, _torch_fb(solve, grad))
 
 
-def setup_optnet_torch_compiled(prob, dtype):
+def setup_optnet_torch_compiled(prob, dtype, kind="jax"):
+    """``optnet.torch.solve(compiled=kind)``: ``"jax"`` (XLA programs) or ``"torch"``
+    (the iteration compiled by ``torch.compile``)."""
     import torch
 
     ot = importlib.import_module("optnet.torch")
@@ -141,7 +144,7 @@ def setup_optnet_torch_compiled(prob, dtype):
     grad = _torch_inputs(prob, dtype, True)
 
     def solve(*a):
-        return ot.solve(*a, compiled=True)
+        return ot.solve(*a, compiled=kind)
 
     def fwd():
         with torch.no_grad():
@@ -370,9 +373,12 @@ SOLVERS: list[SolverSpec] = [
                needs=("optnet",)),
     SolverSpec("optnet-torch", "optnet (torch)", "torch", setup_optnet_torch, competitor=False,
                needs=("torch", "optnet.torch")),
-    SolverSpec("optnet-torch-compiled", "optnet (torch, compiled)", "torch",
+    SolverSpec("optnet-torch-compiled", "optnet (torch, compiled by JAX)", "torch",
                setup_optnet_torch_compiled, competitor=False,
                needs=("torch", "jax", "optnet.torch")),
+    SolverSpec("optnet-torch-step", "optnet (torch, iteration by torch.compile)", "torch",
+               functools.partial(setup_optnet_torch_compiled, kind="torch"), competitor=False,
+               needs=("torch", "optnet.torch")),
     SolverSpec("optnet-jax", "optnet (jax)", "jax", setup_optnet_jax, competitor=False,
                needs=("jax", "optnet.jax")),
     SolverSpec("qpth", "qpth", "torch", setup_qpth, needs=("torch", "qpth.qp")),

@@ -31,10 +31,15 @@ class Progress(NamedTuple):
 
 
 def start(xp, iterate, dtype, device) -> Progress:
-    """No merit seen yet; ``iterate`` (B, k) is kept until one is."""
+    """No merit seen yet; a copy of ``iterate`` (B, k) is kept until one is. (Every field
+    is an array of its own: a compiled step, ``Ops.compile_step``, would otherwise
+    specialize on their aliasing.)"""
     B = iterate.shape[0]
-    inf = xp.full((B,), xp.inf, dtype=dtype, device=device)
-    return Progress(best=inf, kept=iterate, anchor=inf,
+
+    def inf():
+        return xp.full((B,), xp.inf, dtype=dtype, device=device)
+
+    return Progress(best=inf(), kept=xp.asarray(iterate, copy=True), anchor=inf(),
                     since=xp.zeros((B,), dtype=xp.int32, device=device))
 
 

@@ -362,7 +362,11 @@ def initial_state(xp, ops, prob: Problem, cfg, narrow=None, warm=None) -> State:
     # Keep bad lanes finite (their data were replaced; they never run).
     x = xp.where(prob.bad[:, None], 0.0, x)
     w = xp.concat((x, y, z, ones, s, ones), axis=-1)
-    no = xp.zeros((B,), dtype=xp.bool, device=prob.device)
+    def no():
+        # A new array per field: fields that are one array would make a compiled step
+        # (``Ops.compile_step``) specialize on that aliasing, and compile again without it.
+        return xp.zeros((B,), dtype=xp.bool, device=prob.device)
+
     # The start of a lane that falls back (_pdipm): this one, or where its solve was not
     # finite, the plain interior point x = y = 0, z = s = 1, tau = kappa = 1.
     n, m = prob.n, prob.m
@@ -375,6 +379,6 @@ def initial_state(xp, ops, prob: Problem, cfg, narrow=None, warm=None) -> State:
         w = xp.where(prob.bad[:, None], w0, w)
     return State(w=w, status=status,
                  iterations=xp.zeros((B,), dtype=xp.int32, device=prob.device),
-                 boost=xp.ones((B,), **kw), worse=no,
+                 boost=xp.ones((B,), **kw), worse=no(),
                  progress=_progress.start(xp, w, prob.dtype, prob.device), const=c._replace(w0=w0),
-                 retried=no)
+                 retried=no())

@@ -23,11 +23,11 @@ SOLVED = int(optnet.Status.SOLVED)
 F64 = torch.float64
 
 
-def _batch(dtype=F64, seed=3):
+def _batch(dtype=F64, seed=3, n=6):
     """Equalities and box inequalities, G and h shared by the batch; the last lane's
     equalities out of reach of the box (PRIMAL_INFEASIBLE)."""
     rng = np.random.default_rng(seed)
-    B, n, m = 4, 6, 2
+    B, m = 4, 2
     L = rng.normal(size=(B, n, n))
     Q = L @ np.swapaxes(L, -1, -2) + 0.1 * np.eye(n)
     q = rng.normal(size=(B, n))
@@ -48,16 +48,18 @@ def _loss(x, z, y, st):
             + torch.where(ok, y, 0.0).sum())
 
 
-@pytest.mark.parametrize("dtype,kind", [(F64, "jax"), (torch.float32, "jax"), (F64, "torch")])
+@pytest.mark.parametrize("dtype,kind", [(F64, "jax"), (torch.float32, "jax"), (F64, "torch")],
+                         ids=["float64-jax", "float32-jax", "float64-torch"])
 def test_compiled_equals_default_path(dtype, kind):
     """Solution, duals, statuses and the gradients of all six inputs (the shared G and h
     get the sum over the batch) equal the default path's; NaN in the same places. (The
     lanes finish at different iterations: the compiled iteration also runs on the
-    compacted batch.)"""
+    compacted batch. For torch.compile, n = 36: factorizations of that size take another
+    route when eager, LAPACK's, which the compiled iteration must not.)"""
     tol = {F64: 1e-8, torch.float32: 2e-4}[dtype]
     results = []
     for compiled in (False, kind):
-        args = _batch(dtype)
+        args = _batch(dtype, n=36 if kind == "torch" else 6)
         x, z, y, st = ot.solve(*args, duals=True, status=True, compiled=compiled)
         _loss(x, z, y, st).backward()
         results.append((x, z, y, st, [a.grad for a in args]))
@@ -73,6 +75,18 @@ def test_compiled_equals_default_path(dtype, kind):
         assert torch.isfinite(b).all(), name
         assert torch.allclose(a, b, atol=tol, rtol=tol), (name, (a - b).abs().max())
     assert g1[0][-1].abs().max() == 0          # the infeasible lane: zero gradient
+
+
+def test_compiled_torch_other_settings_and_warm_start():
+    """torch.compile of the iteration with a tolerance of the user's (the settings are
+    constants of the program: it compiles again) and with a warm start: the default
+    path's answers and statuses."""
+    args = [a.detach() for a in _batch(n=36)]
+    for kw in ({"tol": 1e-7, "max_iter": 60}, {"init": {"x": torch.zeros(4, 36, dtype=F64)}}):
+        x0, s0 = ot.solve(*args, status=True, **kw)
+        x1, s1 = ot.solve(*args, status=True, compiled="torch", **kw)
+        assert s0.tolist() == s1.tolist() == [SOLVED] * 3 + [int(optnet.Status.PRIMAL_INFEASIBLE)]
+        assert torch.allclose(x0[:3], x1[:3], atol=1e-6, rtol=1e-6), kw
 
 
 def test_compiled_forward_mode_equals_default_path():

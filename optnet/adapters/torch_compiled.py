@@ -79,8 +79,9 @@ def _host(a, name):
     if a is None:
         return None
     if a.device.type != "cpu":
-        raise ValueError(f"optnet.torch.solve(compiled=True) takes CPU tensors; received "
-                         f"{name} on {a.device}. Use compiled=False on other devices.")
+        raise ValueError(f"optnet.torch.solve(compiled='jax') takes CPU tensors; received "
+                         f"{name} on {a.device}. Use compiled='torch' (or True) on other "
+                         "devices.")
     return a.detach().resolve_conj().resolve_neg().numpy()
 
 

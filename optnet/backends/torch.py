@@ -54,8 +54,9 @@ def _cholesky(H, shifts, factor_dtype, scale, skip, overwrite=False):
     H = H.to(factor_dtype)
     scale = scale.to(factor_dtype)
     k = H.shape[-1]
-    if H.device.type == "cpu" and H.dtype in _NP_DTYPE \
-            and _lapack.supported(_NP_DTYPE[H.dtype], k) and not torch.compiler.is_compiling():
+    # (Compiled, cholesky_ex: LAPACK on NumPy arrays would break the graph.)
+    if not torch.compiler.is_compiling() and H.device.type == "cpu" and H.dtype in _NP_DTYPE \
+            and _lapack.supported(_NP_DTYPE[H.dtype], k):
         # LAPACK lane by lane, on the tensors' memory (see _lapack): about twice as
         # fast as cholesky_ex at 100 x 100. The factor is the transpose of the
         # returned upper-triangular array (a view), whose other triangle solves ignore.
@@ -155,19 +156,40 @@ def compile_step(fn):
     (``fullgraph``: the iteration has no host read, so no graph break is allowed to hide
     one). Compiled once per process and function; torch compiles again for each new
     precision level, settings value and, once a shape has changed, with symbolic shapes
-    (``Ops.compile_step``). Its tracing warnings about the array-compatibility layer's
-    caches and torch's own deprecations are silenced: they concern no user code."""
+    (``Ops.compile_step``), up to ``STEP_VARIANTS`` programs; past them, the iteration
+    runs eagerly (with one warning), never fails. Its tracing warnings about the
+    array-compatibility layer's caches and torch's own deprecations are silenced: they
+    concern no user code."""
     compiled = torch.compile(fn, fullgraph=True)
+    state = {"eager": False}
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
-        with warnings.catch_warnings():
+        if state["eager"]:
+            return fn(*args, **kwargs)
+        # Settings are constants of the program (specialize_float): a float that became a
+        # symbol would reach Python code that needs its value (the clip's NaN check).
+        with warnings.catch_warnings(), \
+                torch._dynamo.config.patch(recompile_limit=STEP_VARIANTS, specialize_float=True):
             warnings.filterwarnings("ignore", message=r"Dynamo detected a call to a")
             warnings.filterwarnings("ignore", category=FutureWarning,
                                     module=r"torch\._inductor")
-            return compiled(*args, **kwargs)
+            try:
+                return compiled(*args, **kwargs)
+            except torch._dynamo.exc.FailOnRecompileLimitHit:
+                pass
+        state["eager"] = True
+        warnings.warn(f"optnet: the compiled interior-point iteration has {STEP_VARIANTS} "
+                      "programs already (shapes, dtypes, settings); it runs eagerly from now "
+                      "on in this process.", RuntimeWarning, stacklevel=2)
+        return fn(*args, **kwargs)
 
     return run
+
+
+# Programs of the compiled iteration per process (torch's default is 8: a few problem
+# shapes, each compiled static and then with symbolic shapes, at two precision levels).
+STEP_VARIANTS = 64
 
 
 ops = Ops(name="torch", cholesky=_cholesky, solve_triangular=_solve_triangular,
