@@ -37,7 +37,7 @@ step time is at least 2; those ratios are printed at the end, from this one run.
 
 Run (the competitors live in their own environment)::
 
-    /work/benchenv/bin/python benchmarks/sudoku_step.py [--steps 5] [--warmup 1]
+    benchenv/bin/python benchmarks/sudoku_step.py [--steps 5] [--warmup 1]
         [--solvers optnet-torch optnet-torch-step optnet-torch-jax qpth proxsuite]
         [--seed 0] [--threads N]
 """
@@ -153,12 +153,15 @@ class SudokuLayer(torch.nn.Module):
 
 
 def make_batches(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` batches of puzzles and their solutions, each (count, BATCH, 64) float64."""
+    """``count`` batches of puzzles and their solutions, each (count, BATCH, 64) float64.
+
+    Drawn one batch at a time from one generator, so that batch k is the same whatever
+    ``count`` is (runs with different ``--steps`` start on the same puzzles)."""
     rng = np.random.default_rng(seed)
-    feats, labels = _sudoku_data.generate(BATCH * count, rng)
-    feats = torch.from_numpy(feats).reshape(count, BATCH, N).to(DTYPE)
-    labels = torch.from_numpy(labels).reshape(count, BATCH, N).to(DTYPE)
-    return feats, labels
+    pairs = [_sudoku_data.generate(BATCH, rng) for _ in range(count)]
+    feats = torch.from_numpy(np.stack([f for f, _ in pairs])).reshape(count, BATCH, N)
+    labels = torch.from_numpy(np.stack([y for _, y in pairs])).reshape(count, BATCH, N)
+    return feats.to(DTYPE), labels.to(DTYPE)
 
 
 # --------------------------------------------------------------------------- measurement

@@ -38,6 +38,14 @@ on well-posed systems.
 
 Cost: one n x n Cholesky (plus an m x m one with equalities) per factorization;
 each solve is triangular solves only.
+
+Diagonal ``H``. Where ``Q`` is diagonal and every row of ``G`` has at most one nonzero
+(bounds on the variables, ``G = -I`` in the OptNet paper's Sudoku layer), ``G'W^{-1}G``
+is diagonal too: ``(G'W^{-1}G)_jj = sum_i G_ij^2 / w_i``, each row contributing to its one
+column. Then ``H_reg`` is a vector, its "Cholesky factor" ``L_H`` its square root (stored
+as a column (B, n, 1)), ``M = A' / L_H`` a row scaling and the solves with ``L_H``
+divisions: O(n (m + p)) per factorization instead of O(n^2 p + n^3), and only the m x m
+Schur complement is factored (``Problem.diagonal_h``, set where it holds).
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from typing import Any, NamedTuple
 
 from array_api_compat import is_torch_array
 
+from ._ops import lane_shift
 from ._problem import Problem
 
 # PyTorch's CPU batched product of matrices with a few vectors is 1.5-4x faster with
@@ -193,6 +202,8 @@ def factor(xp, ops, prob: Problem, w, delta, skip, high=None, boost=None,
 
 def _factor(xp, ops, prob: Problem, w, delta, skip, factor_dtype, boost=None,
             narrow: Narrow | None = None) -> KKTFactor:
+    if prob.diagonal_h:
+        return _factor_diagonal(xp, ops, prob, w, delta, skip, factor_dtype, boost)
     Q, G = prob.Q, prob.G
     winv = None if w is None else (1.0 / w)[:, :, None]     # (B, p, 1), kept for the solves
     scale = winv
@@ -220,6 +231,44 @@ def _factor(xp, ops, prob: Problem, w, delta, skip, factor_dtype, boost=None,
         M = ops.solve_triangular(L_H, At, False)
         S = xp.matrix_transpose(M) @ M
         L_S, ok_S = _shifted_cholesky(xp, ops, S, delta, skip, factor_dtype, True, boost)
+        ok = ok & ok_S
+    return KKTFactor(L_H=L_H, M=M, L_S=L_S, w=w, ok=ok, winv=winv)
+
+
+def _factor_diagonal(xp, ops, prob: Problem, w, delta, skip, factor_dtype,
+                     boost=None) -> KKTFactor:
+    """:func:`_factor` where ``H`` is diagonal (module docstring): the shifts of
+    :func:`_shifted_cholesky` on the vector ``diag(H)``, whose factorization succeeds
+    where every shifted entry is positive and finite. ``L_H`` is held in
+    ``factor_dtype`` as a Cholesky factor would be (the narrow solves use it as such)."""
+    B, n = skip.shape[0], prob.n
+    winv = None if w is None else (1.0 / w)[:, :, None]
+    d = xp.linalg.diagonal(prob.Q)
+    if prob.p:
+        # sum_i G_ij^2 / w_i as one product (G * G is small where G is shared).
+        d = d + mtv(prob.G * prob.G, winv[..., 0])
+    d = xp.broadcast_to(d, (B, n))
+    scale = xp.where(d > xp.finfo(d.dtype).smallest_normal, d, 1.0)
+    shifts = (delta * boost,) if boost is not None else (delta, 1e3 * delta, 1e6 * delta,
+                                                         1e9 * delta)
+    Hr = ok = None
+    for shift in shifts:
+        t = d + lane_shift(shift) * scale
+        good = xp.all((t > 0) & (t < xp.inf), axis=-1)      # (NaN fails both)
+        if Hr is None:
+            Hr, ok = t, good
+        else:
+            Hr, ok = xp.where((good & ~ok)[:, None], t, Hr), ok | good
+    if boost is None:
+        # Where every shift failed, and in skipped lanes: the identity's factor.
+        Hr = xp.where((ok & ~skip)[:, None], Hr, 1.0)
+    ok = ok | skip
+    L_H = xp.astype(xp.sqrt(Hr), factor_dtype)[:, :, None]
+    M = L_S = None
+    if prob.m:
+        M = xp.broadcast_to(xp.matrix_transpose(prob.A), (B, n, prob.m)) / L_H
+        S = xp.matrix_transpose(M) @ M
+        L_S, ok_S = _shifted_cholesky(xp, ops, S, delta, skip, prob.factor_dtype, True, boost)
         ok = ok & ok_S
     return KKTFactor(L_H=L_H, M=M, L_S=L_S, w=w, ok=ok, winv=winv)
 
@@ -266,8 +315,15 @@ def solve_at(xp, ops, prob: Problem, cfg, F: KKTFactor, level, rx, ry, rz,
     return xp.concat(blocks, axis=-2) if len(blocks) > 1 else blocks[0]
 
 
-def _solve_H(ops, F: KKTFactor, r):
+def _solve_L(ops, prob: Problem, F: KKTFactor, r):
+    """``L_H^{-1} r`` for r (B, n, k)."""
+    return r / F.L_H if prob.diagonal_h else ops.solve_triangular(F.L_H, r, False)
+
+
+def _solve_H(ops, prob: Problem, F: KKTFactor, r):
     """``H_reg^{-1} r`` for r (B, n, k)."""
+    if prob.diagonal_h:
+        return r / F.L_H / F.L_H
     return ops.solve_triangular(F.L_H, ops.solve_triangular(F.L_H, r, False), True)
 
 
@@ -280,13 +336,13 @@ def _solve_reg(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz):
             r = r + mtm(xp, prob.G, winv * rz)
     if prob.m:
         # S dy = A H^{-1} r - ry, with A H^{-1} r = M' L_H^{-1} r.
-        t = ops.solve_triangular(F.L_H, r, False)
+        t = _solve_L(ops, prob, F, r)
         rhs = xp.matrix_transpose(F.M) @ t - ry
         dy = ops.solve_triangular(F.L_S, ops.solve_triangular(F.L_S, rhs, False), True)
-        dx = _solve_H(ops, F, r - mtm(xp, prob.A, dy))
+        dx = _solve_H(ops, prob, F, r - mtm(xp, prob.A, dy))
     else:
         dy = ry
-        dx = _solve_H(ops, F, r)
+        dx = _solve_H(ops, prob, F, r)
     dz = None
     if prob.p:
         Gdx = mm(prob.G, dx)

@@ -48,32 +48,53 @@ MIXED_RANGE = (1e-10, 1e10)
 
 
 def iteration_problem(xp, ops, prob: Problem) -> Problem:
-    """``prob`` with ``factor_dtype`` float32 where a float64 problem should iterate in
-    mixed precision (see ``MIXED_MIN_N``): the early interior-point directions need a
-    few correct digits only, float32 factors give them at half the cost of the products
-    forming ``H``, and the level climbs to float64 factors as soon as a solve is measured
-    less accurate than the iteration needs. The polish and the derivatives factor in
-    float64 regardless. Otherwise ``prob`` itself.
+    """``prob`` as the interior point iterates it, on eager backends (one host read):
 
-    Eager backends only: the choice reads the data's range on the host (and a traced
-    ``cond`` under ``vmap`` would run both precisions).
+    - with ``diagonal_h`` where ``H = Q + G'W^{-1}G`` is diagonal for every ``W`` (``Q``
+      diagonal, every row of ``G`` with at most one nonzero: bounds on the variables);
+      ``_kkt`` then factors a vector instead of an n x n matrix;
+    - else with ``factor_dtype`` float32 where a float64 problem should iterate in mixed
+      precision (see ``MIXED_MIN_N``): the early interior-point directions need a few
+      correct digits only, float32 factors give them at half the cost of the products
+      forming ``H``, and the level climbs to float64 factors as soon as a solve is
+      measured less accurate than the iteration needs. The polish and the derivatives
+      factor in float64 regardless.
+
+    Otherwise (and on traced backends: both choices read the data on the host, and a
+    traced ``cond`` under ``vmap`` would run both branches) ``prob`` itself.
     """
-    if not (ops.eager and ops.narrow_factors is not None and prob.dtype == xp.float64
+    if not ops.eager:
+        return prob
+    flags = xp.astype(_diagonal_h(xp, prob), xp.int32)
+    if (ops.narrow_factors is not None and prob.dtype == xp.float64
             and prob.factor_dtype == xp.float64 and prob.n >= MIXED_MIN_N
             and ops.narrow_factors(prob.device)):
-        return prob
-    lo, hi = MIXED_RANGE
-    one = xp.ones(prob.bad.shape, dtype=prob.dtype, device=prob.device)
-    mat = _norm(xp, prob.Q, prob.device) * one
-    vec = _norm(xp, prob.q, prob.device) * one
-    for v, M in ((prob.h, prob.G), (prob.b, prob.A)):
-        if v is not None:
-            mat = xp.maximum(mat, _norm(xp, M, prob.device) * one)
-            vec = xp.maximum(vec, _norm(xp, v, prob.device) * one)
-    fits = (mat >= lo) & (mat <= hi) & (vec <= hi)
-    if not bool(xp.all(fits | prob.bad)):
-        return prob
-    return prob._replace(factor_dtype=xp.float32)
+        lo, hi = MIXED_RANGE
+        one = xp.ones(prob.bad.shape, dtype=prob.dtype, device=prob.device)
+        mat = _norm(xp, prob.Q, prob.device) * one
+        vec = _norm(xp, prob.q, prob.device) * one
+        for v, M in ((prob.h, prob.G), (prob.b, prob.A)):
+            if v is not None:
+                mat = xp.maximum(mat, _norm(xp, M, prob.device) * one)
+                vec = xp.maximum(vec, _norm(xp, v, prob.device) * one)
+        fits = (mat >= lo) & (mat <= hi) & (vec <= hi)
+        flags = flags + 2 * xp.astype(xp.all(fits | prob.bad), xp.int32)
+    flags = int(flags)
+    if flags & 1:
+        return prob._replace(diagonal_h=True)
+    if flags & 2:
+        return prob._replace(factor_dtype=xp.float32)
+    return prob
+
+
+def _diagonal_h(xp, prob: Problem):
+    """0-d bool: ``Q`` is diagonal and no row of ``G`` has two nonzeros, in every lane."""
+    eye = xp.eye(prob.n, dtype=xp.bool, device=prob.device)
+    diagonal = xp.all(xp.where(eye, 0.0, prob.Q) == 0.0)
+    if prob.p:
+        nonzeros = xp.sum(xp.astype(prob.G != 0.0, xp.int32), axis=-1)
+        diagonal = diagonal & xp.all(nonzeros <= 1)
+    return diagonal
 
 
 def iterate(xp, ops, prob: Problem, cfg: Settings, st: State, level, defer: bool = False,

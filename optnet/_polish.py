@@ -99,7 +99,7 @@ def active_system(xp, ops, prob: Problem, cfg, pt: Point, lanes, act=None) -> Ac
         blocks.append(xp.where(act[:, :, None], prob.G, 0.0))
         rhs.append(xp.where(act, prob.h, 0.0))
     if not blocks:
-        sub = prob._replace(G=None, h=None, A=None, b=None, m=0, p=0)
+        sub = prob._replace(G=None, h=None, A=None, b=None, m=0, p=0, diagonal_h=False)
         F = _kkt.factor(xp, ops, sub, None, cfg.delta, ~lanes, xp.asarray(True, device=prob.device))
         return ActiveSystem(sub, F, act, None)
     E = xp.concat(blocks, axis=-2) if len(blocks) > 1 else blocks[0]
@@ -113,7 +113,8 @@ def active_system(xp, ops, prob: Problem, cfg, pt: Point, lanes, act=None) -> Ac
     qr = prob.q - rho * mtv(E, e)
     # (No narrow copies: the polish factors in the iteration dtype. Every array of more
     # than two dimensions in the system is then this function's own: see polish.)
-    sub = prob._replace(Q=Qr, q=qr, G=None, h=None, A=E, b=e, m=E.shape[-2], p=0)
+    sub = prob._replace(Q=Qr, q=qr, G=None, h=None, A=E, b=e, m=E.shape[-2], p=0,
+                        diagonal_h=False)
 
     F = _kkt.factor(xp, ops, sub, None, cfg.delta, ~lanes, xp.asarray(True, device=prob.device))
     return ActiveSystem(sub, F, act, rho)

@@ -39,6 +39,10 @@ class Problem(NamedTuple):
     factor_dtype : dtype the dtype of the Cholesky factorizations (the input dtype)
     device : object      the device of the arrays
     out_dtype : dtype    the dtype of the results (the input dtype)
+    diagonal_h : bool    ``H = Q + G'W^{-1}G`` is diagonal for every ``W``: ``Q`` diagonal
+                         and every row of ``G`` with at most one nonzero (bounds on the
+                         variables); set by the interior point's driver on eager backends
+                         (``_pdipm.iteration_problem``), used by ``_kkt``
     """
 
     Q: Any
@@ -58,6 +62,7 @@ class Problem(NamedTuple):
     factor_dtype: Any
     device: Any
     out_dtype: Any
+    diagonal_h: bool = False
 
 
 def _shape(a) -> tuple:

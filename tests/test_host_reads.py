@@ -64,7 +64,7 @@ def test_the_iteration_reads_nothing_on_the_host(monkeypatch):
 def test_host_reads_per_solve_on_the_paper_problem():
     """Forward and backward of the paper's problem at batch 1 (n = p = 10): at most 12 host
     reads in all, none in the backward pass."""
-    fwd, bwd, status = counts.count(10, 1)
+    fwd, bwd, status, _ = counts.count(10, 1)
     assert status.tolist() == [int(optnet.Status.SOLVED)]
     assert fwd.calls_mode.host <= 12
     assert bwd.calls_mode.host == 0
