@@ -105,7 +105,7 @@ class Ops(NamedTuple):
         Whether float32 factorizations and triangular solves are markedly faster
         than float64 ones on ``device`` (a CPU: about twice for the products that
         form ``H``, 1.4x for the factorization). Where True, eager float64
-        iterations on problems of ``_pdipm.MIXED_MIN_N`` or more variables start
+        iterations on problems of ``Settings.mixed_min_n`` or more variables start
         with float32 factors (see ``_pdipm.iteration_problem``). None: never.
     compile_step : callable ``(fn) -> fn`` or None
         Eager backends, optional: a compiler of the interior point's iteration

@@ -37,28 +37,21 @@ from ._types import Status
 __all__ = ["RUNNING", "Settings", "State", "default_settings", "iteration_problem", "resume",
            "run", "start"]
 
-# float64 problems with at least this many variables iterate in mixed precision on
-# backends whose float32 factorizations pay (``Ops.narrow_factors``; measurements in
-# benchmarks/RESULTS.md).
-MIXED_MIN_N = 64
-# ... and only when every lane's data lie well inside float32's range, so that the
-# narrow products and solves can neither overflow nor lose a lane's data to underflow
-# (largest entry of each lane's matrices within [1e-10, 1e10], of its vectors <= 1e10).
-MIXED_RANGE = (1e-10, 1e10)
-
-
-def iteration_problem(xp, ops, prob: Problem) -> Problem:
+def iteration_problem(xp, ops, prob: Problem, cfg: Settings) -> Problem:
     """``prob`` as the interior point iterates it, on eager backends (one host read):
 
     - with ``diagonal_h`` where ``H = Q + G'W^{-1}G`` is diagonal for every ``W`` (``Q``
       diagonal, every row of ``G`` with at most one nonzero: bounds on the variables);
       ``_kkt`` then factors a vector instead of an n x n matrix;
     - else with ``factor_dtype`` float32 where a float64 problem should iterate in mixed
-      precision (see ``MIXED_MIN_N``): the early interior-point directions need a few
-      correct digits only, float32 factors give them at half the cost of the products
-      forming ``H``, and the level climbs to float64 factors as soon as a solve is
-      measured less accurate than the iteration needs. The polish and the derivatives
-      factor in float64 regardless.
+      precision (``Settings.mixed_min_n`` variables or more, on backends whose float32
+      factorizations pay, ``Ops.narrow_factors``; only where every lane's data lie well
+      inside float32's range, ``Settings.mixed_range``, so that the narrow products and
+      solves can neither overflow nor lose data to underflow): the early interior-point
+      directions need a few correct digits only, float32 factors give them at half the
+      cost of the products forming ``H``, and the level climbs to float64 factors as soon
+      as a solve is measured less accurate than the iteration needs. The polish and the
+      derivatives factor in float64 regardless.
 
     Otherwise (and on traced backends: both choices read the data on the host, and a
     traced ``cond`` under ``vmap`` would run both branches) ``prob`` itself.
@@ -67,9 +60,9 @@ def iteration_problem(xp, ops, prob: Problem) -> Problem:
         return prob
     flags = xp.astype(_diagonal_h(xp, prob), xp.int32)
     if (ops.narrow_factors is not None and prob.dtype == xp.float64
-            and prob.factor_dtype == xp.float64 and prob.n >= MIXED_MIN_N
+            and prob.factor_dtype == xp.float64 and prob.n >= cfg.mixed_min_n
             and ops.narrow_factors(prob.device)):
-        lo, hi = MIXED_RANGE
+        lo, hi = cfg.mixed_range
         one = xp.ones(prob.bad.shape, dtype=prob.dtype, device=prob.device)
         mat = _norm(xp, prob.Q, prob.device) * one
         vec = _norm(xp, prob.q, prob.device) * one
@@ -241,7 +234,7 @@ def resume(xp, ops, prob: Problem, cfg: Settings, st: State, level, lanes):
 def start(xp, ops, prob: Problem, cfg: Settings, warm=None) -> State:
     """The state :func:`run` starts from without ``start`` (traced backends: the problem
     :func:`iteration_problem` leaves as it is)."""
-    prob = iteration_problem(xp, ops, prob)
+    prob = iteration_problem(xp, ops, prob, cfg)
     return initial_state(xp, ops, prob, cfg, _kkt.narrow_copies(xp, prob), warm)
 
 
@@ -258,7 +251,7 @@ def run(xp, ops, prob: Problem, cfg: Settings, start: State | None = None, level
     polish computes to working precision in one solve. ``warm``: a ``_warm.WarmPoint`` on
     ``prob`` to start from (``_step.initial_state``).
     """
-    prob = iteration_problem(xp, ops, prob)
+    prob = iteration_problem(xp, ops, prob, cfg)
     # Mixed precision: the narrow copies of Q and G, made once (see _kkt.Narrow).
     narrow = _kkt.narrow_copies(xp, prob)
     st = initial_state(xp, ops, prob, cfg, narrow, warm) if start is None else start

@@ -56,12 +56,12 @@ def solve_arrays(be, args: dict, tol=None, max_iter=None, init=None) -> QPSoluti
     warm = None if init is None else _warm.lanes(xp, prob, init)
     with be.quiet():
         # Nonconvex lanes are set aside like lanes with bad data (never iterated).
-        nonconvex = _nonconvex(xp, ops, prob) & ~prob.bad
+        nonconvex = _nonconvex(xp, ops, prob, cfg.psd_tol) & ~prob.bad
         prob = prob._replace(bad=prob.bad | nonconvex)
         # The interior point runs on the equilibrated problem; everything after it
         # (polish, residuals, derivatives) on the original one.
         sprob, sc = _scaling.equilibrate(
-            xp, prob, eager=ops.eager, while_loop=None if ops.eager else ops.while_loop)
+            xp, prob, cfg, eager=ops.eager, while_loop=None if ops.eager else ops.while_loop)
         warm = None if warm is None else _warm.scaled(warm, sc)
         early = cfg.polish_tol > cfg.tol
         if early and not ops.eager:
@@ -164,27 +164,25 @@ def _passes_traced(xp, ops, prob: Problem, sprob: Problem, sc, cfg, warm=None):
     return fin_rebuild(fin), pol_rebuild(pol)
 
 
-# Eigenvalues of the unit-diagonal Q down to -PSD_TOL are taken for rounding errors.
-PSD_TOL = 1e-3
-
-
-def _nonconvex(xp, ops, prob: Problem):
+def _nonconvex(xp, ops, prob: Problem, psd_tol: float):
     """Lanes (B,) whose ``Q`` is not positive semidefinite beyond rounding.
 
     ``C Q C`` with ``C = diag(Q)^{-1/2}`` (1 where the diagonal is zero) has unit
-    diagonal; it is PSD up to rounding if ``C Q C + PSD_TOL I`` has a Cholesky
-    factor. (A zero diagonal entry with a nonzero off-diagonal one in its row makes
-    ``Q`` indefinite, and this test finds it.) A negative diagonal entry below
-    ``-PSD_TOL`` times the largest one in size is caught even where the unit-diagonal
-    test, which leaves non-positive entries unscaled, would pass it. One
+    diagonal; it is PSD up to rounding if ``C Q C + psd_tol I`` has a Cholesky
+    factor (``Settings.psd_tol``: eigenvalues of the unit-diagonal Q down to
+    ``-psd_tol`` are taken for rounding errors). (A zero diagonal entry with a nonzero
+    off-diagonal one in its row makes ``Q`` indefinite, and this test finds it.) A
+    negative diagonal entry below ``-psd_tol`` times the largest one in size is caught
+    even where the unit-diagonal test, which leaves non-positive entries unscaled,
+    would pass it. One
     factorization per distinct ``Q``.
     """
     Q = prob.Q
     d = xp.linalg.diagonal(Q)
-    # C Q C + PSD_TOL I = C (Q + PSD_TOL C^-2) C: the shift relative to the diagonal.
+    # C Q C + psd_tol I = C (Q + psd_tol C^-2) C: the shift relative to the diagonal.
     no = xp.zeros((Q.shape[0],), dtype=xp.bool, device=prob.device)
-    _, ok = ops.cholesky(Q, (PSD_TOL,), Q.dtype, diagonal_scale(xp, Q), no)
-    ok = ok & xp.all(d >= -PSD_TOL * xp.max(xp.abs(d), axis=-1, keepdims=True), axis=-1)
+    _, ok = ops.cholesky(Q, (psd_tol,), Q.dtype, diagonal_scale(xp, Q), no)
+    ok = ok & xp.all(d >= -psd_tol * xp.max(xp.abs(d), axis=-1, keepdims=True), axis=-1)
     B = prob.bad.shape[0]
     return xp.broadcast_to(~ok, (B,)) if ok.shape[0] != B else ~ok
 
@@ -276,14 +274,15 @@ def _polish_state(xp, ops, prob: Problem, cfg, st, row_scale, strict: bool) -> P
     if prob.p:
         act = pt.z > (pt.s if row_scale is None else row_scale * row_scale * pt.s)
     if strict is not False:
-        # A lane polished early whose guess has more than 2n active rows (the iterate
-        # does not yet tell the active rows from the nearly active ones: 81 of 500 rows
-        # for n = 8 in the many-rows class) is not polished now but iterates on. (Up to
-        # 2n: degenerate and duplicated rows legitimately make more than n active.)
+        # A lane polished early whose guess has more than polish_max_active x n active
+        # rows (the iterate does not yet tell the active rows from the nearly active
+        # ones: 81 of 500 rows for n = 8 in the many-rows class) is not polished now but
+        # iterates on. (Up to 2n: degenerate and duplicated rows legitimately make more
+        # than n active.)
         plausible = finite
         if prob.p:
             plausible = plausible & (xp.sum(xp.astype(act, xp.int32), axis=-1) + prob.m
-                                     <= 2 * prob.n)
+                                     <= cfg.polish_max_active * prob.n)
         if strict is True:
             rescue = rescue | (solved & plausible)
             solved = xp.zeros_like(solved)

@@ -26,12 +26,14 @@ certificate maps the same way (``z >= 0`` and the signs of ``b'y + h'z`` and
 
 Ruiz's method (Ruiz 2001; as used by OSQP, Stellato et al. 2020) makes every
 column and row of ``[[Q, A', G'], [A, 0, 0], [G, 0, 0]]`` have infinity norm near
-1 by repeatedly dividing each by the square root of its norm (10 passes).
-Norms below ``1e-4`` or above ``1e4`` are clipped to that range in each pass,
+1 by repeatedly dividing each by the square root of its norm
+(``Settings.equilibrate_passes``, 10). Norms below ``1e-4`` or above ``1e4``
+(``Settings.equilibrate_clip``) are clipped to that range in each pass,
 and zero rows and columns (``h = +inf`` rows, ``Q = 0``) are left alone.
 
 Measured choices (``benchmarks/hard_qps.py``, 30 seeds per class): a lane whose
-column and row norms already lie within a factor ``SPREAD = 100`` of each other
+column and row norms already lie within a factor 100 (``Settings.equilibrate_spread``)
+of each other
 is not scaled (on the OptNet paper's random QPs equilibration costs an
 iteration, 12 / 17 median / max instead of 11 / 16); and the cost is not
 rescaled (OSQP's cost factor ``1 / max(mean_j |Q~_:j|, |q~|)`` halved the
@@ -46,10 +48,6 @@ from typing import Any, NamedTuple
 
 from . import _lanes
 from ._problem import Problem
-
-_PASSES = 10
-_CLIP = (1e-4, 1e4)
-SPREAD = 100.0
 
 
 class Scaling(NamedTuple):
@@ -67,22 +65,24 @@ class Scaling(NamedTuple):
     f: Any
 
 
-def _inv_sqrt_norm(xp, norm):
-    """``1 / sqrt(norm)`` with the norm clipped to ``_CLIP``; 1 where it is zero."""
-    lo, hi = _CLIP
+def _inv_sqrt_norm(xp, norm, clip):
+    """``1 / sqrt(norm)`` with the norm clipped to ``clip``; 1 where it is zero."""
+    lo, hi = clip
     clipped = xp.clip(norm, lo, hi)
     return xp.where(norm > 0, 1.0 / xp.sqrt(clipped), 1.0)
 
 
-def equilibrate(xp, prob: Problem, eager: bool = False,
+def equilibrate(xp, prob: Problem, cfg, eager: bool = False,
                 while_loop=None) -> tuple[Problem, Scaling]:
     """Return the equilibrated problem and its scaling (see the module docstring).
 
     Lanes are independent: each gets its own scaling from its own data (where
     ``Q``, ``G`` and ``A`` are all shared by the batch, so is the scaling).
-    Lanes whose column and row norms lie within a factor ``SPREAD`` of each
-    other are left as they are. With ``eager`` (concrete arrays) only the lanes
-    that need it are equilibrated, and a batch with none is returned unchanged.
+    ``cfg``: the ``Settings`` (``equilibrate_passes``, ``equilibrate_clip``,
+    ``equilibrate_spread``). Lanes whose column and row norms lie within a factor
+    ``equilibrate_spread`` of each other are left as they are. With ``eager``
+    (concrete arrays) only the lanes that need it are equilibrated, and a batch with
+    none is returned unchanged.
     With ``while_loop`` (``ops.while_loop`` of a traced backend) the passes after the
     first are one loop in the program rather than nine copies of a pass.
     """
@@ -113,9 +113,10 @@ def equilibrate(xp, prob: Problem, eager: bool = False,
         return col, row_e, row_f
 
     def one_pass(d, e, f, col, row_e, row_f):
-        d = d * _inv_sqrt_norm(xp, col)
-        e = None if row_e is None else e * _inv_sqrt_norm(xp, row_e)
-        f = None if row_f is None else f * _inv_sqrt_norm(xp, row_f)
+        clip = cfg.equilibrate_clip
+        d = d * _inv_sqrt_norm(xp, col, clip)
+        e = None if row_e is None else e * _inv_sqrt_norm(xp, row_e, clip)
+        f = None if row_f is None else f * _inv_sqrt_norm(xp, row_f, clip)
         return d, e, f
 
     d = ones(prob.n)
@@ -125,12 +126,13 @@ def equilibrate(xp, prob: Problem, eager: bool = False,
     given = [v for v in (col, row_e, row_f) if v is not None]
     spread = _spread(xp, xp.concat(given, axis=-1) if len(given) > 1 else col)
     if eager:
-        part = _equilibrate_some(xp, prob, spread > SPREAD, Scaling(d, e, f))
+        part = _equilibrate_some(xp, prob, cfg, spread > cfg.equilibrate_spread,
+                                 Scaling(d, e, f))
         if part is not None:
             return part
     d, e, f = one_pass(d, e, f, col, row_e, row_f)
     if while_loop is None:
-        for _ in range(_PASSES - 1):
+        for _ in range(cfg.equilibrate_passes - 1):
             d, e, f = one_pass(d, e, f, *norms(d, e, f))
     else:
         def body(carry):
@@ -138,8 +140,8 @@ def equilibrate(xp, prob: Problem, eager: bool = False,
             return (k + 1, *one_pass(d, e, f, *norms(d, e, f)))
 
         k0 = xp.asarray(1, dtype=xp.int32, device=prob.device)
-        _, d, e, f = while_loop(lambda c: c[0] < _PASSES, body, (k0, d, e, f))
-    keep = (spread <= SPREAD)[:, None]
+        _, d, e, f = while_loop(lambda c: c[0] < cfg.equilibrate_passes, body, (k0, d, e, f))
+    keep = (spread <= cfg.equilibrate_spread)[:, None]
     d = xp.where(keep, 1.0, d)
     e = None if e is None else xp.where(keep, 1.0, e)
     f = None if f is None else xp.where(keep, 1.0, f)
@@ -159,7 +161,7 @@ def _apply(prob: Problem, d, e, f) -> Problem:
     )
 
 
-def _equilibrate_some(xp, prob: Problem, need, unit: Scaling):
+def _equilibrate_some(xp, prob: Problem, cfg, need, unit: Scaling):
     """Eager shortcut: equilibrate only the lanes that ``need`` it (B,), or return None
     to go on with the whole batch. ``unit`` holds scalings of ones."""
     B = prob.bad.shape[0]
@@ -169,7 +171,7 @@ def _equilibrate_some(xp, prob: Problem, need, unit: Scaling):
     if unit.d.shape[0] != B or B < 2 or 2 * count > B:
         return None
     idx = xp.nonzero(need)[0]
-    _, part = equilibrate(xp, _lanes.take_problem(xp, prob, idx, B))
+    _, part = equilibrate(xp, _lanes.take_problem(xp, prob, idx, B), cfg)
     d, e, f = _lanes.put_state(xp, tuple(unit), tuple(part), idx, B)
     return _apply(prob, d, e, f), Scaling(d, e, f)
 

@@ -60,6 +60,25 @@ class Settings(NamedTuple):
         A warm start (``init``) raises every slack and multiplier to at least this (or
         the square root of the given point's mean complementarity, if larger), on the
         equilibrated problem (``_warm``).
+    psd_tol : float
+        Convexity margin: a lane is NONCONVEX where its unit-diagonal ``Q`` plus this times
+        the identity has no Cholesky factor (``_pipeline._nonconvex``).
+    equilibrate_passes : int
+        Passes of Ruiz's equilibration (``_scaling``).
+    equilibrate_clip : tuple of float
+        ``(lo, hi)``: the row and column norms each pass divides by are clipped to it.
+    equilibrate_spread : float
+        Lanes whose row and column norms lie within this factor of each other are not
+        equilibrated.
+    mixed_min_n : int
+        float64 problems with at least this many variables iterate with float32 factors
+        first, on backends where those pay (``_pdipm.iteration_problem``).
+    mixed_range : tuple of float
+        ``(lo, hi)``: ... and only where every lane's largest matrix entry lies in it and
+        its largest vector entry is at most ``hi``.
+    polish_max_active : int
+        A lane polished early (at ``polish_tol``) whose guess of the active set has more
+        than this many times ``n`` rows (equalities included) iterates on instead.
     """
 
     tol: float
@@ -82,6 +101,13 @@ class Settings(NamedTuple):
     stall_fast: int
     sync_every: int
     warm_shift: float
+    psd_tol: float
+    equilibrate_passes: int
+    equilibrate_clip: tuple
+    equilibrate_spread: float
+    mixed_min_n: int
+    mixed_range: tuple
+    polish_max_active: int
 
 
 def _check_tol(tol) -> float:
@@ -156,4 +182,11 @@ def default_settings(xp, prob, tol=None, max_iter=None) -> Settings:
         stall_fast=2,
         sync_every=4,
         warm_shift=WARM_SHIFT,
+        psd_tol=1e-3,
+        equilibrate_passes=10,
+        equilibrate_clip=(1e-4, 1e4),
+        equilibrate_spread=100.0,
+        mixed_min_n=64,
+        mixed_range=(1e-10, 1e10),
+        polish_max_active=2,
     )

@@ -120,6 +120,16 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+def patch_settings(monkeypatch, **changes):
+    """Every solve from now on (until ``monkeypatch`` undoes it) runs with these
+    ``Settings`` fields changed, e.g. ``mixed_min_n=10**9`` for no mixed-precision start."""
+    from optnet import _pdipm
+
+    made = _pdipm.default_settings
+    monkeypatch.setattr(_pdipm, "default_settings",
+                        lambda *a, **kw: made(*a, **kw)._replace(**changes))
+
+
 def to_numpy(a):
     """Convert an array of any supported library to a NumPy array.
 

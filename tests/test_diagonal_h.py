@@ -49,7 +49,7 @@ def _flag(data):
     xp, ops = numpy_backend.namespace, numpy_backend.ops
     prob = canonicalize(xp, *(None if data.get(k) is None else np.asarray(data[k])
                               for k in ("Q", "q", "G", "h", "A", "b")))
-    return _pdipm.iteration_problem(xp, ops, prob).diagonal_h
+    return _pdipm.iteration_problem(xp, ops, prob, _pdipm.default_settings(xp, prob)).diagonal_h
 
 
 def test_taken_where_H_is_diagonal_only():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import to_numpy
+from conftest import patch_settings, to_numpy
 from strategies import paper_problem
 
 import optnet
@@ -118,12 +118,13 @@ def test_traced_lanes_do_not_fall_back_and_neighbours_stay_bit_for_bit(monkeypat
 
 
 def test_mixed_precision_lane_falls_back_to_float64(monkeypatch):
-    """Mixed precision (NumPy, n >= MIXED_MIN_N): a lane whose float32-factor solves fail
-    is solved on float64 factors, with refinement, and matches the float64 path."""
-    n = _pdipm.MIXED_MIN_N
+    """Mixed precision (NumPy, n >= Settings.mixed_min_n): a lane whose float32-factor
+    solves fail is solved on float64 factors, with refinement, and matches the float64
+    path."""
+    n = 64
     data = paper_problem(np.random.default_rng(0), 2, n=n, p=n)
     with monkeypatch.context() as m:
-        m.setattr(_pdipm, "MIXED_MIN_N", 10**9)
+        patch_settings(m, mixed_min_n=10**9)
         wide = _solve(data, "numpy")
     levels = _spoil_reduced_solves(monkeypatch)
     out = _solve(data, "numpy")

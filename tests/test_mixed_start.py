@@ -1,6 +1,6 @@
 """Mixed-precision start of float64 problems (``_pdipm.iteration_problem``).
 
-float64 problems of ``MIXED_MIN_N`` or more variables on NumPy and PyTorch's CPU start
+float64 problems of ``Settings.mixed_min_n`` or more variables on NumPy and PyTorch's CPU start
 their interior-point iterations with float32 factors and climb to float64 factors
 (the driver's precision level, ``_pdipm.run``); these tests check when that path is
 taken, that it is taken, and that its answers are those of the float64 path and of the
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import patch_settings
 from reference import reference_solve
 from strategies import paper_problem
 
@@ -24,7 +25,7 @@ from optnet.backends import numpy as numpy_backend
 pytestmark = pytest.mark.usefixtures("torch_native")
 
 xp, ops = numpy_backend.namespace, numpy_backend.ops
-N = _pdipm.MIXED_MIN_N
+N = 64          # the default Settings.mixed_min_n (checked below)
 
 
 def _prob(data, xp_=xp):
@@ -36,23 +37,31 @@ def _paper(batch, n, seed=0):
     return paper_problem(np.random.default_rng(seed), batch, n=n, p=n)
 
 
+def _iteration_problem(ops_, prob):
+    return _pdipm.iteration_problem(xp, ops_, prob, _pdipm.default_settings(xp, prob))
+
+
+def test_default_threshold():
+    assert _pdipm.default_settings(xp, _prob(_paper(1, 8))).mixed_min_n == N
+
+
 def test_taken_from_mixed_min_n_variables():
-    assert _pdipm.iteration_problem(xp, ops, _prob(_paper(2, N))).factor_dtype == np.float32
-    assert _pdipm.iteration_problem(xp, ops, _prob(_paper(2, N - 1))).factor_dtype \
+    assert _iteration_problem(ops, _prob(_paper(2, N))).factor_dtype == np.float32
+    assert _iteration_problem(ops, _prob(_paper(2, N - 1))).factor_dtype \
         == np.float64
 
 
 @pytest.mark.parametrize("key, factor", [("Q", 1e11), ("G", 1e-12), ("h", 1e11), ("q", 1e11)])
 def test_not_taken_outside_float32s_comfortable_range(key, factor):
-    """One lane whose data leave MIXED_RANGE keeps the whole batch in float64."""
+    """One lane whose data leave Settings.mixed_range keeps the whole batch in float64."""
     data = _paper(3, N)
     data[key] = data[key].copy()
     data[key][1] *= factor
     if key == "G":     # a lane whose matrices are all tiny
         data["Q"] = data["Q"].copy()
         data["Q"][1] *= factor
-    assert _pdipm.iteration_problem(xp, ops, _prob(data)).factor_dtype == np.float64
-    assert _pdipm.iteration_problem(xp, ops, _prob(_paper(3, N))).factor_dtype == np.float32
+    assert _iteration_problem(ops, _prob(data)).factor_dtype == np.float64
+    assert _iteration_problem(ops, _prob(_paper(3, N))).factor_dtype == np.float32
 
 
 def test_bad_lanes_do_not_decide():
@@ -62,21 +71,21 @@ def test_bad_lanes_do_not_decide():
     data["Q"][2, 0, 0] = np.nan
     prob = _prob(data)
     assert bool(prob.bad[2])
-    assert _pdipm.iteration_problem(xp, ops, prob).factor_dtype == np.float32
+    assert _iteration_problem(ops, prob).factor_dtype == np.float32
 
 
 def test_not_taken_without_the_backends_consent():
     """Backends without ``narrow_factors`` (array-api-strict, JAX) and float32 problems
     (already mixed) are left alone."""
     prob = _prob(_paper(2, N))
-    assert _pdipm.iteration_problem(xp, ops._replace(narrow_factors=None), prob) is prob
-    assert _pdipm.iteration_problem(xp, ops._replace(eager=False), prob) is prob
-    assert _pdipm.iteration_problem(xp, ops._replace(narrow_factors=lambda d: False),
+    assert _iteration_problem(ops._replace(narrow_factors=None), prob) is prob
+    assert _iteration_problem(ops._replace(eager=False), prob) is prob
+    assert _iteration_problem(ops._replace(narrow_factors=lambda d: False),
                                     prob) is prob
     assert strict_backend.ops.narrow_factors is None
     p32 = _prob({k: None if v is None else v.astype(np.float32)
                  for k, v in _paper(2, N).items()})
-    assert _pdipm.iteration_problem(xp, ops, p32) is p32
+    assert _iteration_problem(ops, p32) is p32
 
 
 def test_torch_consents_on_cpu_only():
@@ -116,7 +125,7 @@ def test_starts_in_float32_and_climbs(monkeypatch):
 def _solve_both(monkeypatch, data):
     mixed = optnet.solve(*(data[k] for k in ("Q", "q", "G", "h", "A", "b")))
     with monkeypatch.context() as m:
-        m.setattr(_pdipm, "MIXED_MIN_N", 10**9)
+        patch_settings(m, mixed_min_n=10**9)
         plain = optnet.solve(*(data[k] for k in ("Q", "q", "G", "h", "A", "b")))
     return mixed, plain
 

@@ -145,7 +145,7 @@ def _put_lanes(full, part, idx, inplace=False):
 
 
 def _narrow_factors(device) -> bool:
-    # Measured on CPU (see _pdipm.MIXED_MIN_N); on CUDA devices float64 throughput
+    # Measured on CPU (see Settings.mixed_min_n); on CUDA devices float64 throughput
     # varies by a factor of 30 between models, and nothing was measured: never there.
     return getattr(device, "type", "cpu") == "cpu"
 
