@@ -79,7 +79,7 @@ def _shared(M) -> bool:
 def mv(M, v):
     """Batched ``M @ v`` for M (1|B, r, c), v (B, c) -> (B, r)."""
     if _shared(M):
-        return v @ M[0].mT
+        return v @ M[0, ...].mT
     if _rows(M):
         return (v[..., None, :] @ M.mT)[..., 0, :]
     return (M @ v[..., None])[..., 0]
@@ -88,21 +88,21 @@ def mv(M, v):
 def mtv(M, v):
     """Batched ``M' @ v`` for M (1|B, r, c), v (B, r) -> (B, c)."""
     if _shared(M):
-        return v @ M[0]
+        return v @ M[0, ...]
     return (v[..., None, :] @ M)[..., 0, :]
 
 
 def mm(M, R):
     """Batched ``M @ R`` for M (1|B, r, c), R (B, c, k) with few columns -> (B, r, k)."""
     if _shared(M):
-        return (R.mT @ M[0].mT).mT
+        return (R.mT @ M[0, ...].mT).mT
     return (R.mT @ M.mT).mT if _rows(M) else M @ R
 
 
 def mtm(xp, M, R):
     """Batched ``M' @ R`` for M (1|B, r, c), R (B, r, k) with few columns -> (B, c, k)."""
     if _shared(M):
-        return (R.mT @ M[0]).mT
+        return (R.mT @ M[0, ...]).mT
     return (R.mT @ M).mT if _rows(M) else xp.matrix_transpose(M) @ R
 
 
