@@ -67,19 +67,8 @@ def _rows(M) -> bool:
     return is_torch_array(M) and M.device.type == "cpu"
 
 
-# A matrix shared by the batch (leading dimension 1) multiplies all lanes' vectors as one
-# matrix product, (B, c) x (c, r), instead of B products with a broadcast copy: 2x faster
-# on PyTorch and NumPy at B = 150, 64 x 64 (the Sudoku layer's Q, G and A are shared).
-
-
-def _shared(M) -> bool:
-    return M.shape[0] == 1
-
-
 def mv(M, v):
     """Batched ``M @ v`` for M (1|B, r, c), v (B, c) -> (B, r)."""
-    if _shared(M):
-        return v @ M[0, ...].mT
     if _rows(M):
         return (v[..., None, :] @ M.mT)[..., 0, :]
     return (M @ v[..., None])[..., 0]
@@ -87,22 +76,16 @@ def mv(M, v):
 
 def mtv(M, v):
     """Batched ``M' @ v`` for M (1|B, r, c), v (B, r) -> (B, c)."""
-    if _shared(M):
-        return v @ M[0, ...]
     return (v[..., None, :] @ M)[..., 0, :]
 
 
 def mm(M, R):
     """Batched ``M @ R`` for M (1|B, r, c), R (B, c, k) with few columns -> (B, r, k)."""
-    if _shared(M):
-        return (R.mT @ M[0, ...].mT).mT
     return (R.mT @ M.mT).mT if _rows(M) else M @ R
 
 
 def mtm(xp, M, R):
     """Batched ``M' @ R`` for M (1|B, r, c), R (B, r, k) with few columns -> (B, c, k)."""
-    if _shared(M):
-        return (R.mT @ M[0, ...]).mT
     return (R.mT @ M).mT if _rows(M) else xp.matrix_transpose(M) @ R
 
 
