@@ -89,6 +89,26 @@ def test_compiled_torch_other_settings_and_warm_start():
         assert torch.allclose(x0[:3], x1[:3], atol=1e-6, rtol=1e-6), kw
 
 
+def test_compiled_torch_past_its_program_limit(monkeypatch):
+    """Past ``STEP_VARIANTS`` programs the iteration runs eagerly, with one warning, and the
+    answers are still the default path's (torch.compile alone would fail hard under
+    ``fullgraph``)."""
+    from optnet.backends import torch as torch_backend
+
+    torch_backend.compile_step.cache_clear()
+    monkeypatch.setattr(torch_backend, "STEP_VARIANTS", 1)
+    try:
+        with pytest.warns(RuntimeWarning, match="runs eagerly from now on"):
+            for n in (5, 7):                   # two shapes: at least two programs
+                args = [a.detach() for a in _batch(n=n)]
+                x0, s0 = ot.solve(*args, status=True)
+                x1, s1 = ot.solve(*args, status=True, compiled="torch")
+                assert s0.tolist() == s1.tolist()
+                assert torch.allclose(x0[:3], x1[:3], atol=1e-8, rtol=1e-8)
+    finally:
+        torch_backend.compile_step.cache_clear()     # a fresh compiler for later tests
+
+
 def test_compiled_forward_mode_equals_default_path():
     """``torch.autograd.forward_ad`` through the compiled path: the default path's
     tangents of x and the duals, with tangents on some inputs only."""
