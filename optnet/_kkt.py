@@ -154,11 +154,15 @@ def _shifted_cholesky(xp, ops, Mat, delta, skip, factor_dtype, overwrite=False, 
     if factor_dtype != Mat.dtype and factor_dtype == xp.float32:
         # A narrower factor needs a shift above its own rounding level.
         delta = max(delta, 1e-7)
+    return ops.cholesky(Mat, _shifts(delta, boost), factor_dtype, scale, skip,
+                        overwrite=overwrite)
+
+
+def _shifts(delta, boost):
+    """The relative shifts a factorization tries (see :func:`_shifted_cholesky`)."""
     if boost is None:
-        shifts = (delta, 1e3 * delta, 1e6 * delta, 1e9 * delta)
-    else:
-        shifts = (delta * boost,)
-    return ops.cholesky(Mat, shifts, factor_dtype, scale, skip, overwrite=overwrite)
+        return (delta, 1e3 * delta, 1e6 * delta, 1e9 * delta)
+    return (delta * boost,)
 
 
 def factor(xp, ops, prob: Problem, w, delta, skip, high=None, boost=None,
@@ -238,8 +242,8 @@ def _factor(xp, ops, prob: Problem, w, delta, skip, factor_dtype, boost=None,
 def _factor_diagonal(xp, ops, prob: Problem, w, delta, skip, factor_dtype,
                      boost=None) -> KKTFactor:
     """:func:`_factor` where ``H`` is diagonal (module docstring): the shifts of
-    :func:`_shifted_cholesky` on the vector ``diag(H)``, whose factorization succeeds
-    where every shifted entry is positive and finite. ``L_H`` is held in
+    :func:`_shifted_cholesky` (:func:`_shifts`) on the vector ``diag(H)``, whose
+    factorization succeeds where every shifted entry is positive and finite. ``L_H`` is held in
     ``factor_dtype`` as a Cholesky factor would be (the narrow solves use it as such)."""
     B, n = skip.shape[0], prob.n
     winv = None if w is None else (1.0 / w)[:, :, None]
@@ -249,10 +253,8 @@ def _factor_diagonal(xp, ops, prob: Problem, w, delta, skip, factor_dtype,
         d = d + mtv(prob.G * prob.G, winv[..., 0])
     d = xp.broadcast_to(d, (B, n))
     scale = xp.where(d > xp.finfo(d.dtype).smallest_normal, d, 1.0)
-    shifts = (delta * boost,) if boost is not None else (delta, 1e3 * delta, 1e6 * delta,
-                                                         1e9 * delta)
     Hr = ok = None
-    for shift in shifts:
+    for shift in _shifts(delta, boost):
         t = d + lane_shift(shift) * scale
         good = xp.all((t > 0) & (t < xp.inf), axis=-1)      # (NaN fails both)
         if Hr is None:

@@ -101,8 +101,8 @@ COMPILED = (False, True, "jax", "torch")
 def _compiled_kind(compiled, tensors) -> str | None:
     """What ``compiled`` asks for: None (eager), ``"jax"`` or ``"torch"``; ``True`` is
     ``"jax"`` where every tensor is on the CPU, else ``"torch"``."""
-    if not any(compiled is c or (isinstance(compiled, str) and compiled == c)
-               for c in COMPILED):
+    if not (compiled is True or compiled is False
+            or (isinstance(compiled, str) and compiled in COMPILED)):
         raise ValueError(f"compiled must be one of {COMPILED}; received {compiled!r}.")
     if compiled is False:
         return None
