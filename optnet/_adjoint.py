@@ -140,7 +140,7 @@ def _kkt_solve(ctx, ok, rx, ry, rz):
     # under torch.func's vmap (jacrev), where no value may steer Python. Unrolled: JAX
     # transposes this linear map for reverse mode, which it cannot do through a loop.
     u, v = solve_active(xp, ctx.ops, system, rx[..., None], rnu, ctx.cfg.polish_refine,
-                        None, unrolled=True)
+                        None, unrolled=True, prob=prob)
     dx = xp.where(k, u[..., 0], 0.0)
     dy = dz = None
     if prob.m:

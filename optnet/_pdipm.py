@@ -38,11 +38,14 @@ __all__ = ["RUNNING", "Settings", "State", "default_settings", "iteration_proble
            "run", "start"]
 
 def iteration_problem(xp, ops, prob: Problem, cfg: Settings) -> Problem:
-    """``prob`` as the interior point iterates it, on eager backends (one host read):
+    """``prob`` as the interior point iterates it, on eager backends (one host read, once:
+    a problem already ``examined`` is returned as it is):
 
-    - with ``diagonal_h`` where ``H = Q + G'W^{-1}G`` is diagonal for every ``W`` (``Q``
-      diagonal, every row of ``G`` with at most one nonzero: bounds on the variables);
-      ``_kkt`` then factors a vector instead of an n x n matrix;
+    - with ``bound_rows`` where no row of ``G`` has two nonzeros (bounds on the
+      variables), ``definite_diagonal`` where ``Q`` is diagonal with positive entries,
+      and ``diagonal_h`` where ``H = Q + G'W^{-1}G`` is diagonal for every ``W`` (``Q``
+      diagonal and ``bound_rows``): ``_kkt`` then factors a vector instead of an n x n
+      matrix, and the polish eliminates the variables its active bounds fix;
     - else with ``factor_dtype`` float32 where a float64 problem should iterate in mixed
       precision (``Settings.mixed_min_n`` variables or more, on backends whose float32
       factorizations pay, ``Ops.narrow_factors``; only where every lane's data lie well
@@ -56,9 +59,11 @@ def iteration_problem(xp, ops, prob: Problem, cfg: Settings) -> Problem:
     Otherwise (and on traced backends: both choices read the data on the host, and a
     traced ``cond`` under ``vmap`` would run both branches) ``prob`` itself.
     """
-    if not ops.eager:
+    if not ops.eager or prob.examined:
         return prob
-    flags = xp.astype(_diagonal_h(xp, prob), xp.int32)
+    bounds, diagonal, definite = _structure(xp, prob)
+    flags = (xp.astype(bounds, xp.int32) + 2 * xp.astype(diagonal, xp.int32)
+             + 4 * xp.astype(definite, xp.int32))
     if (ops.narrow_factors is not None and prob.dtype == xp.float64
             and prob.factor_dtype == xp.float64 and prob.n >= cfg.mixed_min_n
             and ops.narrow_factors(prob.device)):
@@ -71,32 +76,42 @@ def iteration_problem(xp, ops, prob: Problem, cfg: Settings) -> Problem:
                 mat = xp.maximum(mat, _norm(xp, M, prob.device) * one)
                 vec = xp.maximum(vec, _norm(xp, v, prob.device) * one)
         fits = (mat >= lo) & (mat <= hi) & (vec <= hi)
-        flags = flags + 2 * xp.astype(xp.all(fits | prob.bad), xp.int32)
+        flags = flags + 8 * xp.astype(xp.all(fits | prob.bad), xp.int32)
     flags = int(flags)
-    if flags & 1:
+    prob = prob._replace(examined=True, bound_rows=bool(flags & 1),
+                         definite_diagonal=bool(flags & 4))
+    if flags & 3 == 3:
         return prob._replace(diagonal_h=True)
-    if flags & 2:
+    if flags & 8:
         return prob._replace(factor_dtype=xp.float32)
     return prob
 
 
-def _diagonal_h(xp, prob: Problem):
-    """0-d bool: ``Q`` is diagonal and no row of ``G`` has two nonzeros, in every lane."""
+def _structure(xp, prob: Problem):
+    """0-d bools, over every lane: no row of ``G`` has two nonzeros; ``Q`` is diagonal;
+    ``Q`` is diagonal with positive entries."""
     eye = xp.eye(prob.n, dtype=xp.bool, device=prob.device)
     diagonal = xp.all(xp.where(eye, 0.0, prob.Q) == 0.0)
+    definite = diagonal & xp.all(xp.linalg.diagonal(prob.Q) > 0.0)
+    bounds = xp.asarray(True, device=prob.device)
     if prob.p:
         nonzeros = xp.sum(xp.astype(prob.G != 0.0, xp.int32), axis=-1)
-        diagonal = diagonal & xp.all(nonzeros <= 1)
-    return diagonal
+        bounds = xp.all(nonzeros <= 1)
+    return bounds, diagonal, definite
 
 
 def iterate(xp, ops, prob: Problem, cfg: Settings, st: State, level, defer: bool = False,
             narrow=None) -> State:
     """One iteration: classify the running lanes (``_terminate``), record their progress
-    and stall those that make none (``_progress``), then step (``_step.step``)."""
+    and stall those that make none (``_progress``), then step (``_step.step``).
+
+    A lane that has taken ``max_iter`` steps ends MAX_ITER here, whatever the loop's own
+    count: a resumed lane (:func:`resume`) goes on from the steps it took before."""
     res, status, merit = assess(xp, prob, cfg, st)
     pr, stalled = _progress.update(xp, cfg, st.progress, merit, st.w, ~st.worse)
     status = xp.where(stalled & (status == RUNNING), int(Status.NUMERICAL_ERROR), status)
+    status = xp.where((status == RUNNING) & (st.iterations >= cfg.max_iter),
+                      int(Status.MAX_ITER), status)
     st = st._replace(status=xp.where(st.status == RUNNING, status, st.status), progress=pr)
     return step(xp, ops, prob, cfg, st, res, merit, level, defer, narrow)
 

@@ -62,6 +62,11 @@ def solve_arrays(be, args: dict, tol=None, max_iter=None, init=None) -> QPSoluti
         # (polish, residuals, derivatives) on the original one.
         sprob, sc = _scaling.equilibrate(
             xp, prob, cfg, eager=ops.eager, while_loop=None if ops.eager else ops.while_loop)
+        # Its structure (one host read, eager backends) is the original problem's too:
+        # the equilibration scales rows and columns, which keeps every zero.
+        sprob = _pdipm.iteration_problem(xp, ops, sprob, cfg)
+        prob = prob._replace(bound_rows=sprob.bound_rows,
+                             definite_diagonal=sprob.definite_diagonal)
         warm = None if warm is None else _warm.scaled(warm, sc)
         early = cfg.polish_tol > cfg.tol
         if early and not ops.eager:

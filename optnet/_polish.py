@@ -17,6 +17,18 @@ multipliers come out exactly zero). The augmented Lagrangian term
 nonsingular (LPs included), and the ``_kkt`` machinery applies with ``E`` in
 the equality slot.
 
+Bounds. Where every row of ``G`` has at most one nonzero (``Problem.bound_rows``), an
+active row ``g_i x_j = h_i`` fixes its variable, and the system is solved on the free
+variables alone (:class:`Eliminated`): with ``X`` the fixed variables and ``F`` the
+free ones, the block rows of the active bounds give ``u_X`` directly, the rest is the
+equality-constrained system in ``u_F`` (``m`` rows instead of ``m + p``), and the bound
+multipliers follow from the stationarity rows of ``X``. Fixed shapes again: ``Q``'s
+rows and columns of ``X`` are replaced by the identity's and ``A``'s columns of ``X``
+by zeros, which decouples ``u_X`` from the rest. Where ``Q`` is moreover diagonal with
+positive entries (``Problem.definite_diagonal``: the OptNet paper's Sudoku layer,
+``Q = 0.1 I``, ``G = -I``) the reduced ``Q`` is diagonal and positive definite: no
+``rho`` term, and ``_kkt`` factors a vector and the m x m Schur complement only.
+
 A lane keeps its polished point only if it is at least as good as the
 interior-point one: multipliers nonnegative and inactive rows feasible (to the
 tolerance), residuals no larger. Otherwise (a degenerate or misidentified
@@ -28,7 +40,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from . import _kkt, _lanes
-from ._kkt import mtm, mtv, mv, vdot
+from ._kkt import mm, mtm, mtv, mv, vdot
 from ._problem import Problem
 
 
@@ -45,6 +57,19 @@ class ActiveSystem(NamedTuple):
     F: object
     act: object
     rho: object
+    elim: object = None
+
+
+class Eliminated(NamedTuple):
+    """The active bounds of an :class:`ActiveSystem` whose variables are eliminated
+    (module docstring): G (B, p, n) the active rows of ``G`` (inactive ones zero);
+    gsq (B, n, 1) ``sum_i G_ij^2`` over the active rows of column j (1 where none);
+    fixed (B, n) bool the variables some active row fixes. At most one active row per
+    column (:func:`_eliminated_system`), so that ``gsq`` is that row's ``G_ij^2``."""
+
+    G: object
+    gsq: object
+    fixed: object
 
 
 class Point(NamedTuple):
@@ -102,6 +127,8 @@ def active_system(xp, ops, prob: Problem, cfg, pt: Point, lanes, act=None) -> Ac
         sub = prob._replace(G=None, h=None, A=None, b=None, m=0, p=0, diagonal_h=False)
         F = _kkt.factor(xp, ops, sub, None, cfg.delta, ~lanes, xp.asarray(True, device=prob.device))
         return ActiveSystem(sub, F, act, None)
+    if prob.p and prob.bound_rows:
+        return _eliminated_system(xp, ops, prob, cfg, lanes, act, blocks[-1])
     E = xp.concat(blocks, axis=-2) if len(blocks) > 1 else blocks[0]
     e = xp.concat(rhs, axis=-1) if len(rhs) > 1 else rhs[0]
     EtE = xp.matrix_transpose(E) @ E
@@ -120,16 +147,85 @@ def active_system(xp, ops, prob: Problem, cfg, pt: Point, lanes, act=None) -> Ac
     return ActiveSystem(sub, F, act, rho)
 
 
-def solve_active(xp, ops, system: ActiveSystem, rx, rnu, refine, lanes, unrolled=False):
+def _eliminated_system(xp, ops, prob: Problem, cfg, lanes, act, Gact) -> ActiveSystem:
+    """:func:`active_system` for bound rows: the active bounds' variables eliminated
+    (module docstring). ``Gact`` (B, p, n): ``G`` with the inactive rows zero."""
+    B, n = act.shape[0], prob.n
+    # One active row per variable: a later active row on a column already fixed is taken
+    # as inactive (the polished point then satisfies it or violates it, and the swaps add
+    # it or not, as for any inactive row). Two active rows on one column are the two
+    # bounds of a variable, contradictory unless they coincide; taken together, their
+    # least-squares value would satisfy neither.
+    on = xp.astype(Gact != 0.0, xp.int32)                       # (B, p, n)
+    first = xp.any((on == 1) & (xp.cumulative_sum(on, axis=1) == 1), axis=-1)
+    act = act & (first | ~xp.any(on == 1, axis=-1))
+    Gact = xp.where(act[:, :, None], Gact, 0.0)
+    gsq = mtv(Gact * Gact, xp.ones(act.shape, dtype=prob.dtype, device=prob.device))
+    fixed = gsq > 0.0
+    free = ~fixed
+    eye = xp.eye(n, dtype=xp.bool, device=prob.device)
+    coupled = fixed[:, :, None] | fixed[:, None, :]
+    Qt = xp.where(coupled, xp.astype(eye, prob.dtype), prob.Q)
+    At = None if not prob.m else xp.where(free[:, None, :], prob.A, 0.0)
+    rho = None
+    diagonal = prob.definite_diagonal
+    if prob.m and not diagonal:
+        # rho balances the free block of Q against A'A (as in active_system).
+        AtA = xp.matrix_transpose(At) @ At
+        trQ = xp.sum(xp.where(free, xp.linalg.diagonal(prob.Q), 0.0), axis=-1)
+        trE = _trace(xp, AtA)
+        both = (trQ > 0) & (trE > 0)
+        rho = xp.where(both, trQ / xp.where(both, trE, 1.0), 1.0)[:, None]
+        Qt = Qt + rho[:, :, None] * AtA
+    b = None if not prob.m else xp.broadcast_to(prob.b, (B, prob.m))
+    sub = prob._replace(Q=Qt, q=prob.q, G=None, h=None, A=At, b=b, p=0, diagonal_h=diagonal,
+                        bound_rows=False)
+    F = _kkt.factor(xp, ops, sub, None, cfg.delta, ~lanes, xp.asarray(True, device=prob.device))
+    el = Eliminated(G=Gact, gsq=xp.where(fixed, gsq, 1.0)[:, :, None], fixed=fixed)
+    return ActiveSystem(sub, F, act, rho, el)
+
+
+def _solve_eliminated(xp, ops, prob: Problem, system: ActiveSystem, rx, rnu, refine, lanes,
+                      unrolled):
+    """:func:`solve_active` with the active bounds' variables eliminated.
+
+    With ``E = [A; G_act]`` and ``rnu = [r_A; r_G]``: the bound rows give
+    ``u_X = G_act' r_G / gsq`` (one active row per column); the reduced system gives
+    ``u_F`` and the equality multipliers ``v_A`` from ``rx - Q u_X`` and
+    ``r_A - A u_X``; the bound multipliers ``v_G = G_act (t / gsq)`` from the
+    stationarity residual ``t = rx - Q u - A'v_A`` of the fixed variables.
+    """
+    el, sub, m = system.elim, system.sub, prob.m
+    fixed = el.fixed[:, :, None]
+    ufix = mtm(xp, el.G, rnu[:, m:, :]) / el.gsq
+    rxt = xp.where(fixed, ufix, rx - mm(prob.Q, ufix))
+    rat = None
+    if m:
+        rat = rnu[:, :m, :] - mm(prob.A, ufix)
+        if system.rho is not None:
+            rxt = rxt + system.rho[:, :, None] * mtm(xp, sub.A, rat)
+    u, va, _ = _kkt.solve(xp, ops, sub, system.F, rxt, rat, None, refine, lanes, unrolled)
+    t = rx - mm(prob.Q, u)
+    if m:
+        t = t - mtm(xp, prob.A, va)
+    vg = mm(el.G, t / el.gsq)
+    return u, (xp.concat((va, vg), axis=-2) if m else vg)
+
+
+def solve_active(xp, ops, system: ActiveSystem, rx, rnu, refine, lanes, unrolled=False,
+                 prob: Problem | None = None):
     """Solve ``[[Q, E'], [E, 0]] [u; v] = [rx; rnu]`` (rx (B, n, k), rnu (B, m+p, k) or None)
     with up to ``refine`` refinement steps, taken while they gain on some of ``lanes`` (B,)
     (``_kkt.solve``; all of them where ``lanes`` is None; ``unrolled``: as there).
+    ``prob``: the problem of the system (needed where its bounds are eliminated).
 
     The factored matrix carries ``rho E'E`` in its leading block, so the
     right-hand side gets ``rho E' rnu`` added (the same solution, since
     ``E u = rnu``).
     """
     sub = system.sub
+    if system.elim is not None:
+        return _solve_eliminated(xp, ops, prob, system, rx, rnu, refine, lanes, unrolled)
     if rnu is None:
         u, _, _ = _kkt.solve(xp, ops, sub, system.F, rx, None, None, refine, lanes, unrolled)
         return u, None
@@ -183,28 +279,29 @@ class _Attempt(NamedTuple):
 
 def _attempt(xp, ops, prob: Problem, cfg, pt: Point, system: ActiveSystem, lanes) -> _Attempt:
     """Solve the active-set system of ``system`` for a correction of ``pt``."""
-    sub = system.sub
     refine = cfg.polish_refine
     act = system.act
     # Residuals of the active-set KKT system at pt:
     #   [[Q, E'], [E, 0]] [x; nu] = [-q; e],  nu0 = [y; z on active rows].
     x0 = pt.x
     rx = -prob.q - mv(prob.Q, x0)
-    if sub.m:
+    rows = prob.m or prob.p
+    if rows:
         parts = ([pt.y] if prob.m else []) + ([xp.where(act, pt.z, 0.0)] if prob.p else [])
         nu0 = xp.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
-        rx = rx - mtv(sub.A, nu0)
-        rnu = sub.b - mv(sub.A, x0)
+        Etnu, Ex = _rows_products(xp, prob, system, nu0, x0)
+        rx = rx - Etnu
+        rnu = _rows_rhs(xp, prob, system) - Ex
         dx, dnu = solve_active(xp, ops, system, rx[..., None], rnu[..., None], refine,
-                               lanes)
+                               lanes, prob=prob)
         nu = nu0 + dnu[..., 0]
     else:
-        dx, _ = solve_active(xp, ops, system, rx[..., None], None, refine, lanes)
+        dx, _ = solve_active(xp, ops, system, rx[..., None], None, refine, lanes, prob=prob)
     x = x0 + dx[..., 0]
     ok = lanes & system.F.ok & xp.all(xp.isfinite(x), axis=-1)
     y, z, s = pt.y, pt.z, pt.s
     drop = add = None
-    if sub.m:
+    if rows:
         ok = ok & xp.all(xp.isfinite(nu), axis=-1)
         if prob.m:
             y = nu[:, : prob.m]
@@ -219,6 +316,28 @@ def _attempt(xp, ops, prob: Problem, cfg, pt: Point, system: ActiveSystem, lanes
         z = xp.where(act, xp.maximum(zp, 0.0), 0.0)
         s = xp.where(act, 0.0, xp.maximum(sp, 0.0))
     return _Attempt(Point(x, y, z, s), ok, drop, add)
+
+
+def _rows_products(xp, prob: Problem, system: ActiveSystem, nu, x):
+    """``E' nu`` (B, n) and ``E x`` (B, m + p) with the active-set rows ``E = [A; G_act]``."""
+    if system.elim is None:
+        return mtv(system.sub.A, nu), mv(system.sub.A, x)
+    Gact, m = system.elim.G, prob.m
+    Etnu, Ex = mtv(Gact, nu[:, m:]), mv(Gact, x)
+    if m:
+        Etnu = Etnu + mtv(prob.A, nu[:, :m])
+        Ex = xp.concat((mv(prob.A, x), Ex), axis=-1)
+    return Etnu, Ex
+
+
+def _rows_rhs(xp, prob: Problem, system: ActiveSystem):
+    """``e = [b; h_act]`` (B, m + p) (inactive rows zero)."""
+    if system.elim is None:
+        return system.sub.b
+    h = xp.where(system.act, prob.h, 0.0)
+    if not prob.m:
+        return h
+    return xp.concat((xp.broadcast_to(prob.b, (h.shape[0], prob.m)), h), axis=-1)
 
 
 def _take(xp, prob: Problem, keep, new: Point, old: Point) -> Point:

@@ -43,6 +43,13 @@ class Problem(NamedTuple):
                          and every row of ``G`` with at most one nonzero (bounds on the
                          variables); set by the interior point's driver on eager backends
                          (``_pdipm.iteration_problem``), used by ``_kkt``
+    bound_rows : bool    every row of ``G`` has at most one nonzero, in every lane (bounds
+                         on the variables); the polish then eliminates the variables its
+                         active rows fix (``_polish``)
+    definite_diagonal : bool  ``Q`` is diagonal with positive entries, in every lane
+    examined : bool      the three flags above (and ``factor_dtype``) have been decided
+                         (:func:`_pdipm.iteration_problem`: False where not yet, and on
+                         traced backends, where all three stay False)
     """
 
     Q: Any
@@ -63,6 +70,9 @@ class Problem(NamedTuple):
     device: Any
     out_dtype: Any
     diagonal_h: bool = False
+    bound_rows: bool = False
+    definite_diagonal: bool = False
+    examined: bool = False
 
 
 def _shape(a) -> tuple:

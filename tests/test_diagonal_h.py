@@ -67,7 +67,7 @@ def test_taken_where_H_is_diagonal_only():
 
 def _solve(data, backend, general=False, monkeypatch=None):
     if general:
-        monkeypatch.setattr(_pdipm, "_diagonal_h", lambda xp, prob: xp.asarray(False))
+        monkeypatch.setattr(_pdipm, "_structure", lambda xp, prob: (xp.asarray(False),) * 3)
     return optnet.solve(**data, backend=backend)
 
 

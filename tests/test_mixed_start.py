@@ -76,16 +76,20 @@ def test_bad_lanes_do_not_decide():
 
 def test_not_taken_without_the_backends_consent():
     """Backends without ``narrow_factors`` (array-api-strict, JAX) and float32 problems
-    (already mixed) are left alone."""
+    (already mixed) keep their factor dtype; traced backends get the problem as it is."""
     prob = _prob(_paper(2, N))
-    assert _iteration_problem(ops._replace(narrow_factors=None), prob) is prob
+
+    def kept(ops_, p):
+        return _iteration_problem(ops_, p).factor_dtype == p.factor_dtype
+
+    assert kept(ops._replace(narrow_factors=None), prob)
     assert _iteration_problem(ops._replace(eager=False), prob) is prob
-    assert _iteration_problem(ops._replace(narrow_factors=lambda d: False),
-                                    prob) is prob
+    assert kept(ops._replace(narrow_factors=lambda d: False), prob)
     assert strict_backend.ops.narrow_factors is None
     p32 = _prob({k: None if v is None else v.astype(np.float32)
                  for k, v in _paper(2, N).items()})
-    assert _iteration_problem(ops, p32) is p32
+    assert kept(ops, p32)
+    assert _iteration_problem(ops, prob).factor_dtype == np.float32     # (and else taken)
 
 
 def test_torch_consents_on_cpu_only():

@@ -342,6 +342,23 @@ def test_max_iter(backend):
         optnet.solve(*(data[k] for k in ARGS), backend=backend, max_iter=1, check=True)
 
 
+def test_max_iter_bounds_resumed_lanes(backend, monkeypatch):
+    """A lane whose early polish misses the tolerance resumes its iteration: its steps
+    before and after count together against max_iter. (Every polished point is made to
+    miss here, so that every lane resumes; then, with the limit the lanes need without
+    resuming, the resumed steps alone would take them past it.)"""
+    from optnet import _polish
+
+    rng = np.random.default_rng(31)
+    data = paper_problem(rng, 4, n=10, p=10)
+    limit = int(np.min(solve_np(data, backend)["iterations"]))
+    monkeypatch.setattr(_polish, "meets_tol",
+                        lambda xp, prob, pt, tol: xp.zeros(pt.x.shape[:1], dtype=xp.bool))
+    out = solve_np(data, backend, max_iter=limit)
+    assert np.all(out["iterations"] <= limit), (out["iterations"], limit)
+    assert set(out["status"].tolist()) <= {int(Status.MAX_ITER), int(Status.SOLVED)}
+
+
 def test_max_iter_enough():
     """The same problems are solved with the default limit, in fewer than 100 iterations."""
     rng = np.random.default_rng(31)
