@@ -157,7 +157,7 @@ def _outer2(xp, a1, b1, a2, b2):
     return xp.stack((a1, a2), axis=-1) @ xp.stack((b1, b2), axis=-2)
 
 
-def vjp(sol: QPSolution, dx, dz=None, dy=None) -> QPGrads:
+def vjp(sol: QPSolution, dx, dz=None, dy=None, *, wrt=None) -> QPGrads:
     """Gradients of a scalar loss with respect to ``Q, q, G, h, A, b``.
 
     Parameters
@@ -170,15 +170,26 @@ def vjp(sol: QPSolution, dx, dz=None, dy=None) -> QPGrads:
         Gradient with respect to the inequality duals ``sol.z``.
     dy : array, shape (*batch, m), optional
         Gradient with respect to the equality duals ``sol.y``.
+    wrt : iterable of str, optional
+        The inputs whose gradients are wanted, among ``"Q", "q", "G", "h", "A", "b"``
+        (default: all): the others are not computed and come back ``None`` (the
+        gradients of ``Q``, ``G`` and ``A`` each cost a (*batch, rows, n) product).
 
     Returns
     -------
     QPGrads
         Fields ``Q, q, G, h, A, b``, each with the shape of the argument given
-        to ``solve`` (``None`` for arguments not given). An argument shared by
-        the batch (broadcast) gets the SUM of the per-problem gradients. Lanes
-        that are not SOLVED contribute zero.
+        to ``solve`` (``None`` for arguments not given or not in ``wrt``). An
+        argument shared by the batch (broadcast) gets the SUM of the per-problem
+        gradients. Lanes that are not SOLVED contribute zero.
     """
+    names = ("Q", "q", "G", "h", "A", "b")
+    if wrt is None:
+        want = set(names)
+    else:
+        want = {wrt} if isinstance(wrt, str) else set(wrt)
+        if not want <= set(names):
+            raise ValueError(f"wrt: expected names among {names}, got {sorted(want)}")
     ctx = _context(sol)
     xp, prob = ctx.xp, ctx.prob
     gx = _lanes_of(ctx, "dx", dx, (prob.n,), like=None)
@@ -194,18 +205,21 @@ def vjp(sol: QPSolution, dx, dz=None, dy=None) -> QPGrads:
 
     ux, uy, uz = _kkt_solve(ctx, ok, gx, full(gy, prob.m) if prob.m else None,
                             full(gz, prob.p) if prob.p else None)
-    grads = {
-        "Q": _outer2(xp, -0.5 * ux, x, -0.5 * x, ux),
-        "q": -ux,
-    }
+    grads = {"q": -ux}
+    if "Q" in want:
+        grads["Q"] = _outer2(xp, -0.5 * ux, x, -0.5 * x, ux)
     if prob.m:
-        grads["A"] = _outer2(xp, -y, ux, -uy, x)
+        if "A" in want:
+            grads["A"] = _outer2(xp, -y, ux, -uy, x)
         grads["b"] = uy
     if prob.p:
-        grads["G"] = _outer2(xp, -z, ux, -uz, x)
+        if "G" in want:
+            grads["G"] = _outer2(xp, -z, ux, -uz, x)
         grads["h"] = uz
     out = {}
     for name, shape in prob.in_shapes.items():
+        if name not in want:
+            continue
         rank = CORE_RANK[name]
         g = grads.get(name)
         if g is None:   # a block with zero rows

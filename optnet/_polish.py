@@ -62,12 +62,11 @@ class ActiveSystem(NamedTuple):
 
 class Eliminated(NamedTuple):
     """The active bounds of an :class:`ActiveSystem` whose variables are eliminated
-    (module docstring): G (B, p, n) the active rows of ``G`` (inactive ones zero);
-    gsq (B, n, 1) ``sum_i G_ij^2`` over the active rows of column j (1 where none);
-    fixed (B, n) bool the variables some active row fixes. At most one active row per
-    column (:func:`_eliminated_system`), so that ``gsq`` is that row's ``G_ij^2``."""
+    (module docstring; the active rows are the system's ``act``): gsq (B, n, 1)
+    ``sum_i G_ij^2`` over the active rows of column j (1 where none); fixed (B, n) bool
+    the variables some active row fixes. At most one active row per column
+    (:func:`_eliminated_system`), so that ``gsq`` is that row's ``G_ij^2``."""
 
-    G: object
     gsq: object
     fixed: object
 
@@ -116,6 +115,8 @@ def active_system(xp, ops, prob: Problem, cfg, pt: Point, lanes, act=None) -> Ac
     B = pt.x.shape[0]
     if act is None and prob.p:
         act = pt.z > pt.s
+    if prob.p and prob.bound_rows:
+        return _eliminated_system(xp, ops, prob, cfg, lanes, act)
     blocks, rhs = [], []
     if prob.m:
         blocks.append(xp.broadcast_to(prob.A, (B, prob.m, prob.n)))
@@ -127,8 +128,6 @@ def active_system(xp, ops, prob: Problem, cfg, pt: Point, lanes, act=None) -> Ac
         sub = prob._replace(G=None, h=None, A=None, b=None, m=0, p=0, diagonal_h=False)
         F = _kkt.factor(xp, ops, sub, None, cfg.delta, ~lanes, xp.asarray(True, device=prob.device))
         return ActiveSystem(sub, F, act, None)
-    if prob.p and prob.bound_rows:
-        return _eliminated_system(xp, ops, prob, cfg, lanes, act, blocks[-1])
     E = xp.concat(blocks, axis=-2) if len(blocks) > 1 else blocks[0]
     e = xp.concat(rhs, axis=-1) if len(rhs) > 1 else rhs[0]
     EtE = xp.matrix_transpose(E) @ E
@@ -147,41 +146,50 @@ def active_system(xp, ops, prob: Problem, cfg, pt: Point, lanes, act=None) -> Ac
     return ActiveSystem(sub, F, act, rho)
 
 
-def _eliminated_system(xp, ops, prob: Problem, cfg, lanes, act, Gact) -> ActiveSystem:
+def _eliminated_system(xp, ops, prob: Problem, cfg, lanes, act) -> ActiveSystem:
     """:func:`active_system` for bound rows: the active bounds' variables eliminated
-    (module docstring). ``Gact`` (B, p, n): ``G`` with the inactive rows zero."""
+    (module docstring). No (B, p, n) array is formed: the active rows are a mask on
+    ``G``, which stays shared where it is."""
     B, n = act.shape[0], prob.n
+    dtype, device = prob.dtype, prob.device
+    G = prob.G
     # One active row per variable: a later active row on a column already fixed is taken
     # as inactive (the polished point then satisfies it or violates it, and the swaps add
     # it or not, as for any inactive row). Two active rows on one column are the two
     # bounds of a variable, contradictory unless they coincide; taken together, their
-    # least-squares value would satisfy neither.
-    on = xp.astype(Gact != 0.0, xp.int32)                       # (B, p, n)
-    first = xp.any((on == 1) & (xp.cumulative_sum(on, axis=1) == 1), axis=-1)
-    act = act & (first | ~xp.any(on == 1, axis=-1))
-    Gact = xp.where(act[:, :, None], Gact, 0.0)
-    gsq = mtv(Gact * Gact, xp.ones(act.shape, dtype=prob.dtype, device=prob.device))
+    # least-squares value would satisfy neither. ``before`` (1|B, p, p): row k < i has
+    # its nonzero in the column of row i.
+    on = xp.astype(G != 0.0, dtype)
+    p = on.shape[-2]
+    lower = xp.arange(p, device=device)[None, :] < xp.arange(p, device=device)[:, None]
+    before = xp.astype(((on @ xp.matrix_transpose(on)) > 0.0) & lower, dtype)
+    act = act & (mv(before, xp.astype(act, dtype)) == 0.0)
+    gsq = mtv(G * G, xp.astype(act, dtype))                      # (B, n)
     fixed = gsq > 0.0
     free = ~fixed
-    eye = xp.eye(n, dtype=xp.bool, device=prob.device)
-    coupled = fixed[:, :, None] | fixed[:, None, :]
-    Qt = xp.where(coupled, xp.astype(eye, prob.dtype), prob.Q)
     At = None if not prob.m else xp.where(free[:, None, :], prob.A, 0.0)
     rho = None
     diagonal = prob.definite_diagonal
-    if prob.m and not diagonal:
-        # rho balances the free block of Q against A'A (as in active_system).
-        AtA = xp.matrix_transpose(At) @ At
-        trQ = xp.sum(xp.where(free, xp.linalg.diagonal(prob.Q), 0.0), axis=-1)
-        trE = _trace(xp, AtA)
-        both = (trQ > 0) & (trE > 0)
-        rho = xp.where(both, trQ / xp.where(both, trE, 1.0), 1.0)[:, None]
-        Qt = Qt + rho[:, :, None] * AtA
+    if diagonal:
+        # A diagonal Q couples no variables: it serves as it is where it is shared, else
+        # as a copy (the polish's swaps write the lanes of the system's arrays in place).
+        Qt = prob.Q if prob.Q.shape[0] != B else prob.Q * 1.0
+    else:
+        eye = xp.astype(xp.eye(n, dtype=xp.bool, device=device), dtype)
+        Qt = xp.where(fixed[:, :, None] | fixed[:, None, :], eye, prob.Q)
+        if prob.m:
+            # rho balances the free block of Q against A'A (as in active_system).
+            AtA = xp.matrix_transpose(At) @ At
+            trQ = xp.sum(xp.where(free, xp.linalg.diagonal(prob.Q), 0.0), axis=-1)
+            trE = _trace(xp, AtA)
+            both = (trQ > 0) & (trE > 0)
+            rho = xp.where(both, trQ / xp.where(both, trE, 1.0), 1.0)[:, None]
+            Qt = Qt + rho[:, :, None] * AtA
     b = None if not prob.m else xp.broadcast_to(prob.b, (B, prob.m))
     sub = prob._replace(Q=Qt, q=prob.q, G=None, h=None, A=At, b=b, p=0, diagonal_h=diagonal,
                         bound_rows=False)
-    F = _kkt.factor(xp, ops, sub, None, cfg.delta, ~lanes, xp.asarray(True, device=prob.device))
-    el = Eliminated(G=Gact, gsq=xp.where(fixed, gsq, 1.0)[:, :, None], fixed=fixed)
+    F = _kkt.factor(xp, ops, sub, None, cfg.delta, ~lanes, xp.asarray(True, device=device))
+    el = Eliminated(gsq=xp.where(fixed, gsq, 1.0)[:, :, None], fixed=fixed)
     return ActiveSystem(sub, F, act, rho, el)
 
 
@@ -193,12 +201,16 @@ def _solve_eliminated(xp, ops, prob: Problem, system: ActiveSystem, rx, rnu, ref
     ``u_X = G_act' r_G / gsq`` (one active row per column); the reduced system gives
     ``u_F`` and the equality multipliers ``v_A`` from ``rx - Q u_X`` and
     ``r_A - A u_X``; the bound multipliers ``v_G = G_act (t / gsq)`` from the
-    stationarity residual ``t = rx - Q u - A'v_A`` of the fixed variables.
+    stationarity residual ``t = rx - Q u - A'v_A`` of the fixed variables. (On a fixed
+    variable's row the reduced ``Q`` is ``q_jj e_j``, with ``q_jj`` 1, or ``Q_jj`` where
+    ``Q`` is diagonal.)
     """
     el, sub, m = system.elim, system.sub, prob.m
+    act = system.act[:, :, None]
     fixed = el.fixed[:, :, None]
-    ufix = mtm(xp, el.G, rnu[:, m:, :]) / el.gsq
-    rxt = xp.where(fixed, ufix, rx - mm(prob.Q, ufix))
+    ufix = mtm(xp, prob.G, xp.where(act, rnu[:, m:, :], 0.0)) / el.gsq
+    qjj = xp.linalg.diagonal(sub.Q)[..., None]
+    rxt = xp.where(fixed, qjj * ufix, rx - mm(prob.Q, ufix))
     rat = None
     if m:
         rat = rnu[:, :m, :] - mm(prob.A, ufix)
@@ -208,7 +220,7 @@ def _solve_eliminated(xp, ops, prob: Problem, system: ActiveSystem, rx, rnu, ref
     t = rx - mm(prob.Q, u)
     if m:
         t = t - mtm(xp, prob.A, va)
-    vg = mm(el.G, t / el.gsq)
+    vg = xp.where(act, mm(prob.G, t / el.gsq), 0.0)
     return u, (xp.concat((va, vg), axis=-2) if m else vg)
 
 
@@ -322,8 +334,9 @@ def _rows_products(xp, prob: Problem, system: ActiveSystem, nu, x):
     """``E' nu`` (B, n) and ``E x`` (B, m + p) with the active-set rows ``E = [A; G_act]``."""
     if system.elim is None:
         return mtv(system.sub.A, nu), mv(system.sub.A, x)
-    Gact, m = system.elim.G, prob.m
-    Etnu, Ex = mtv(Gact, nu[:, m:]), mv(Gact, x)
+    act, m = system.act, prob.m
+    Etnu = mtv(prob.G, xp.where(act, nu[:, m:], 0.0))
+    Ex = xp.where(act, mv(prob.G, x), 0.0)
     if m:
         Etnu = Etnu + mtv(prob.A, nu[:, :m])
         Ex = xp.concat((mv(prob.A, x), Ex), axis=-1)

@@ -802,6 +802,25 @@ def test_unconstrained_closed_form(shared_Q):
 # ---------------------------------------------------------------------------
 
 
+def test_vjp_of_chosen_inputs():
+    """``wrt``: the chosen gradients equal those of a full vjp, the others are None; an
+    unknown name is a ValueError naming the argument."""
+    rng = np.random.default_rng(112)
+    prob, _ = gu.make_qp(rng, 5, 2, 4, batch=(3,), n_active=2)
+    sol = gu.solve(prob)
+    dx = rng.normal(size=(3, 5))
+    full = optnet.vjp(sol, dx)
+    part = optnet.vjp(sol, dx, wrt=("q", "A", "h"))
+    for k in "QqGhAb":
+        if k in "qAh":
+            np.testing.assert_array_equal(getattr(part, k), getattr(full, k), err_msg=k)
+        else:
+            assert getattr(part, k) is None, k
+    assert optnet.vjp(sol, dx, wrt="Q").Q.shape == full.Q.shape
+    with pytest.raises(ValueError, match="wrt"):
+        optnet.vjp(sol, dx, wrt=("q", "x"))
+
+
 def test_bad_cotangent_and_tangent_input():
     rng = np.random.default_rng(111)
     prob, _ = gu.make_qp(rng, 4, 1, 3, batch=(2,), n_active=1)

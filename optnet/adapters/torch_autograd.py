@@ -58,10 +58,11 @@ class QPFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gx, gz, gy, _gstatus, _gsol):
         """Reverse mode: :func:`optnet.vjp` with the cotangents of ``x``, ``z`` and ``y``."""
+        need = [given and need for given, need in zip(ctx.given, ctx.needs_input_grad[1:])]
         g = _adjoint.vjp(ctx.sol, gx, dz=gz if gz.shape[-1] else None,
-                         dy=gy if gy.shape[-1] else None)
-        grads = [getattr(g, k) if (given and need) else None
-                 for k, given, need in zip(NAMES, ctx.given, ctx.needs_input_grad[1:])]
+                         dy=gy if gy.shape[-1] else None,
+                         wrt=[k for k, w in zip(NAMES, need) if w])
+        grads = [getattr(g, k) if w else None for k, w in zip(NAMES, need)]
         return (None, *grads)
 
     @staticmethod
