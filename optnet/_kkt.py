@@ -283,18 +283,30 @@ def factor_at(xp, ops, prob: Problem, w, delta, skip, level, boost=None,
     return factor(xp, ops, prob, w, delta, skip, level > 0, boost, narrow)
 
 
+def refine_counts(cfg) -> tuple:
+    """The refinement steps of the interior point's solves at precision levels 1, 2, ...
+    (level 0, mixed precision only, is the narrow solve): ``cfg.refine``, then at least
+    one, then at least ``cfg.refine_top``; a level that would refine no more than the one
+    below it is left out, so the top level is ``len(refine_counts(cfg))``."""
+    counts = []
+    for k in (cfg.refine, max(cfg.refine, 1), max(cfg.refine, cfg.refine_top)):
+        if not counts or k > counts[-1]:
+            counts.append(k)
+    return tuple(counts)
+
+
 def solve_at(xp, ops, prob: Problem, cfg, F: KKTFactor, level, rx, ry, rz,
              narrow: Narrow | None = None):
     """Solve ``K u = r`` at the interior point's precision ``level`` and return ``u``
     stacked, (B, n + m + p, k); blocks as in :func:`solve`.
 
     Level 0 (mixed precision only): one unrefined solve in the narrow dtype
-    (:func:`solve_narrow`); level 1: ``cfg.refine`` refinement steps; level 2: at least
-    one. ``level`` a Python int chooses in Python; an array, by ``ops.cond`` (level 0) and
-    a traced refinement count.
+    (:func:`solve_narrow`); level k >= 1: ``refine_counts(cfg)[k - 1]`` refinement steps.
+    ``level`` a Python int chooses in Python; an array, by ``ops.cond`` (level 0) and a
+    traced refinement count.
     """
     mixed = prob.factor_dtype != prob.dtype
-    high = max(cfg.refine, 1)
+    counts = refine_counts(cfg)
 
     def full(refine):
         return solve(xp, ops, prob, F, rx, ry, rz, refine)
@@ -303,13 +315,14 @@ def solve_at(xp, ops, prob: Problem, cfg, F: KKTFactor, level, rx, ry, rz,
         if level == 0 and mixed:
             out = solve_narrow(xp, ops, prob, F, rx, ry, rz, narrow)
         else:
-            out = full(cfg.refine if level <= 1 else high)
+            out = full(counts[min(max(level, 1), len(counts)) - 1])
     else:
         def wide():
-            if cfg.refine == high:
-                return full(high)
-            counts = xp.asarray([cfg.refine, high], dtype=xp.int32, device=prob.device)
-            return full(counts[xp.astype(level > 1, xp.int32)])     # (a traced count)
+            if len(counts) == 1:
+                return full(counts[0])
+            steps = xp.asarray(counts, dtype=xp.int32, device=prob.device)
+            at = xp.clip(level - 1, 0, len(counts) - 1)
+            return full(steps[xp.astype(at, xp.int32)])     # (a traced count)
 
         out = wide() if not mixed else ops.cond(
             level > 0, wide, lambda: solve_narrow(xp, ops, prob, F, rx, ry, rz, narrow))

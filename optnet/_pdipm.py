@@ -208,7 +208,8 @@ def _run_eager(xp, ops, prob: Problem, cfg: Settings, st: State, level: int, nar
         # One host read: the running lanes, whether some lane's solves fell short, and
         # whether some lane is to fall back (here, at the read: it costs the steps nothing).
         flags = xp.astype(xp.any(sub.worse), xp.int32)
-        if fallback:
+        if fallback and level < top:
+            # (A lane that fails on the top level would only take the same path again.)
             flags = flags + 2 * xp.astype(xp.any(_falls_back(xp, sub_prob, sub)), xp.int32)
         n_run, flags = divmod(int(4 * xp.sum(xp.astype(sub.status == RUNNING, xp.int32))
                                   + flags), 4)

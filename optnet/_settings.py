@@ -32,6 +32,10 @@ class Settings(NamedTuple):
         Failed factorizations a lane may have before it is a NUMERICAL_ERROR.
     refine : int
         Iterative-refinement steps of the interior point's solves at level 1.
+    refine_top : int
+        Refinement steps of the interior point's solves at the top precision level, which
+        the driver climbs to where one step leaves a solve less accurate than the lane's
+        merit needs.
     polish_refine : int
         Refinement steps of the polish's and the derivatives' solves.
     accuracy_margin : float
@@ -89,6 +93,7 @@ class Settings(NamedTuple):
     shift_growth: float
     shift_raises: int
     refine: int
+    refine_top: int
     polish_refine: int
     accuracy_margin: float
     step_fraction: float
@@ -170,6 +175,7 @@ def default_settings(xp, prob, tol=None, max_iter=None) -> Settings:
         shift_growth=1e3,
         shift_raises=3,
         refine=4 if pure_single else (1 if many_rows else 0),
+        refine_top=3,
         polish_refine=5 if pure_single else 2,
         accuracy_margin=1e-2,
         step_fraction=0.99,

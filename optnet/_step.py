@@ -191,9 +191,9 @@ def initial_level(prob: Problem) -> int:
 
 
 def top_level(cfg) -> int:
-    """The highest precision level (see :func:`_kkt.solve_at`): 2 where level 1 does not
-    refine, else 1."""
-    return 2 if cfg.refine == 0 else 1
+    """The highest precision level (see :func:`_kkt.solve_at`, :func:`_kkt.refine_counts`):
+    3 by default (no refinement, one step, ``Settings.refine_top`` steps)."""
+    return len(_kkt.refine_counts(cfg))
 
 
 def step(xp, ops, prob: Problem, cfg, st: State, res, merit, level, defer: bool = False,
