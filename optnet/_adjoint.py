@@ -53,7 +53,7 @@ import math
 
 from ._kkt import mtv, mv
 from ._polish import solve_active
-from ._problem import CORE_RANK
+from ._problem import ARG_NAMES, CORE_RANK
 from ._types import QPGrads, QPSolution, QPTangents, Status
 
 
@@ -183,13 +183,12 @@ def vjp(sol: QPSolution, dx, dz=None, dy=None, *, wrt=None) -> QPGrads:
         argument shared by the batch (broadcast) gets the SUM of the per-problem
         gradients. Lanes that are not SOLVED contribute zero.
     """
-    names = ("Q", "q", "G", "h", "A", "b")
     if wrt is None:
-        want = set(names)
+        want = set(ARG_NAMES)
     else:
         want = {wrt} if isinstance(wrt, str) else set(wrt)
-        if not want <= set(names):
-            raise ValueError(f"wrt: expected names among {names}, got {sorted(want)}")
+        if not want <= set(ARG_NAMES):
+            raise ValueError(f"wrt: expected names among {ARG_NAMES}, got {sorted(want)}")
     ctx = _context(sol)
     xp, prob = ctx.xp, ctx.prob
     gx = _lanes_of(ctx, "dx", dx, (prob.n,), like=None)

@@ -107,6 +107,13 @@ def _trace(xp, M):
     return xp.sum(xp.linalg.diagonal(M), axis=-1)
 
 
+def _rho(xp, trQ, trE):
+    """(B, 1) ``rho = tr Q / tr E'E`` (1 where either trace is zero): it balances ``Q``
+    against ``rho E'E``; any positive value gives the same solution."""
+    both = (trQ > 0) & (trE > 0)
+    return xp.where(both, trQ / xp.where(both, trE, 1.0), 1.0)[:, None]
+
+
 def active_system(xp, ops, prob: Problem, cfg, pt: Point, lanes, act=None) -> ActiveSystem:
     """Build and factor the active-set KKT system in ``lanes`` (B,) bool.
 
@@ -131,10 +138,7 @@ def active_system(xp, ops, prob: Problem, cfg, pt: Point, lanes, act=None) -> Ac
     E = xp.concat(blocks, axis=-2) if len(blocks) > 1 else blocks[0]
     e = xp.concat(rhs, axis=-1) if len(rhs) > 1 else rhs[0]
     EtE = xp.matrix_transpose(E) @ E
-    trQ, trE = _trace(xp, prob.Q), _trace(xp, EtE)
-    # rho balances Q against E'E (any positive value gives the same solution).
-    both = (trQ > 0) & (trE > 0)
-    rho = xp.where(both, trQ / xp.where(both, trE, 1.0), 1.0)[:, None]
+    rho = _rho(xp, _trace(xp, prob.Q), _trace(xp, EtE))
     Qr = prob.Q + rho[:, :, None] * EtE
     qr = prob.q - rho * mtv(E, e)
     # (No narrow copies: the polish factors in the iteration dtype. Every array of more
@@ -178,12 +182,10 @@ def _eliminated_system(xp, ops, prob: Problem, cfg, lanes, act) -> ActiveSystem:
         eye = xp.astype(xp.eye(n, dtype=xp.bool, device=device), dtype)
         Qt = xp.where(fixed[:, :, None] | fixed[:, None, :], eye, prob.Q)
         if prob.m:
-            # rho balances the free block of Q against A'A (as in active_system).
+            # rho balances the free block of Q against A'A.
             AtA = xp.matrix_transpose(At) @ At
             trQ = xp.sum(xp.where(free, xp.linalg.diagonal(prob.Q), 0.0), axis=-1)
-            trE = _trace(xp, AtA)
-            both = (trQ > 0) & (trE > 0)
-            rho = xp.where(both, trQ / xp.where(both, trE, 1.0), 1.0)[:, None]
+            rho = _rho(xp, trQ, _trace(xp, AtA))
             Qt = Qt + rho[:, :, None] * AtA
     b = None if not prob.m else xp.broadcast_to(prob.b, (B, prob.m))
     sub = prob._replace(Q=Qt, q=prob.q, G=None, h=None, A=At, b=b, p=0, diagonal_h=diagonal,
