@@ -177,10 +177,10 @@ def factor(xp, ops, prob: Problem, w, delta, skip, high=None, boost=None,
         Relative regularization.
     skip : (B,) bool
         Lanes that need no factorization (finished or bad); they get identities.
-    high : bool, scalar bool array or None
+    high : bool, bool array (0-d or (B,)) or None
         For mixed precision (``prob.factor_dtype`` narrower than ``prob.dtype``):
-        where True, factor in the iteration dtype instead. None: always
-        ``prob.factor_dtype``.
+        where True (lane by lane for a (B,) array), factor in the iteration dtype
+        instead. None: always ``prob.factor_dtype``.
     boost : (B,) array or None
         Per-lane factors of ``delta``, one try (see ``_shifted_cholesky``); None: ``delta``
         raised where a factorization fails.
@@ -201,7 +201,17 @@ def factor(xp, ops, prob: Problem, w, delta, skip, high=None, boost=None,
         return F._replace(L_H=xp.astype(F.L_H, prob.dtype),
                           L_S=None if F.L_S is None else xp.astype(F.L_S, prob.dtype))
 
-    return ops.cond(high, lambda: in_dtype(prob.dtype), lambda: in_dtype(prob.factor_dtype))
+    if high.ndim == 0:
+        return ops.cond(high, lambda: in_dtype(prob.dtype), lambda: in_dtype(prob.factor_dtype))
+    # Lane by lane (a traced per-lane precision level): both factorizations, selected.
+    wide, low = in_dtype(prob.dtype), in_dtype(prob.factor_dtype)
+
+    def pick(a, b):
+        if a is None:
+            return None
+        return xp.where(xp.reshape(high, (-1,) + (1,) * (a.ndim - 1)), a, b)
+
+    return KKTFactor(*(pick(a, b) for a, b in zip(wide, low, strict=True)))
 
 
 def _factor(xp, ops, prob: Problem, w, delta, skip, factor_dtype, boost=None,
@@ -277,9 +287,10 @@ def _factor_diagonal(xp, ops, prob: Problem, w, delta, skip, factor_dtype,
 
 def factor_at(xp, ops, prob: Problem, w, delta, skip, level, boost=None,
               narrow: Narrow | None = None) -> KKTFactor:
-    """:func:`factor` at the interior point's precision ``level`` (a Python int, or a 0-d
-    integer array where traced): level 0 factors in ``prob.factor_dtype`` (narrow, in
-    mixed precision, from ``narrow``), higher levels in the iteration dtype."""
+    """:func:`factor` at the interior point's precision ``level`` (a Python int, or an
+    integer array, 0-d or (B,) lane by lane, where traced): level 0 factors in
+    ``prob.factor_dtype`` (narrow, in mixed precision, from ``narrow``), higher levels in
+    the iteration dtype."""
     return factor(xp, ops, prob, w, delta, skip, level > 0, boost, narrow)
 
 
@@ -317,15 +328,15 @@ def solve_at(xp, ops, prob: Problem, cfg, F: KKTFactor, level, rx, ry, rz,
         else:
             out = full(counts[min(max(level, 1), len(counts)) - 1])
     else:
-        def wide():
-            if len(counts) == 1:
-                return full(counts[0])
-            steps = xp.asarray(counts, dtype=xp.int32, device=prob.device)
-            at = xp.clip(level - 1, 0, len(counts) - 1)
-            return full(steps[xp.astype(at, xp.int32)])     # (a traced count)
-
-        out = wide() if not mixed else ops.cond(
-            level > 0, wide, lambda: solve_narrow(xp, ops, prob, F, rx, ry, rz, narrow))
+        # Per lane: each lane's refinement count (a traced loop to the largest, the other
+        # lanes' corrections masked), and in mixed precision its narrow or wide solve.
+        steps = xp.asarray(counts, dtype=xp.int32, device=prob.device)
+        at = xp.astype(xp.clip(xp.reshape(level, (-1,)) - 1, 0, len(counts) - 1), xp.int32)
+        out = full(counts[0] if len(counts) == 1 else xp.take(steps, at))
+        if mixed:
+            low = xp.reshape(level == 0, (-1, 1, 1))
+            out = tuple(None if a is None else xp.where(low, b, a)
+                        for a, b in zip(out, solve_narrow(xp, ops, prob, F, rx, ry, rz, narrow)))
     blocks = [b for b in out if b is not None]
     return xp.concat(blocks, axis=-2) if len(blocks) > 1 else blocks[0]
 
@@ -411,8 +422,9 @@ def solve(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz, refine: int, lanes=N
     ----------
     rx : (B, n, k)   ry : (B, m, k) or None   rz : (B, p, k) or None
         Right-hand sides (k columns solved at once).
-    refine : int, or an int array on traced backends
-        Refinement steps. All are taken unless ``lanes`` is given.
+    refine : int, or an int array (B,) on traced backends
+        Refinement steps (lane by lane for an array). All are taken unless ``lanes`` is
+        given.
     lanes : (B,) bool or None
         The lanes whose solution matters. Given, an eager backend stops refining
         once no lane of ``lanes`` gains from another step (see ``_refined_enough``).
@@ -445,20 +457,34 @@ def solve(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz, refine: int, lanes=N
 
 
 def _refine_traced(xp, ops, prob: Problem, F: KKTFactor, rx, ry, sol, refine):
-    """The refinement steps of :func:`solve` as one ``ops.while_loop`` (``refine`` an int
-    or an int array): one correction in the program whatever their number, and none of the
-    ``ops.cond`` a level-dependent count would need (:func:`solve_at`)."""
+    """The refinement steps of :func:`solve` as one ``ops.while_loop``: one correction in
+    the program whatever their number. ``refine`` an int, or an int array (B,) (or (1,)):
+    lane by lane, the loop running to the largest count and the corrections of lanes past
+    their own count dropped (so that a lane's result depends on its count alone)."""
+    per_lane = not isinstance(refine, int)
+
     def body(carry):
         k, dx, dy, dz = carry
         kx, ky, _ = apply_K(xp, prob, F.w, dx, dy, dz, z_row=False)
         cx, cy, cz = _solve_reg(xp, ops, prob, F, rx - kx, ry - ky if prob.m else None, None)
-        return (k + 1, dx + cx, None if dy is None else dy + cy,
-                None if dz is None else dz + cz)
+        take = xp.reshape(k < refine, (-1, 1, 1)) if per_lane else None
 
-    if isinstance(refine, int) and refine == 0:
+        def add(a, c):
+            if a is None:
+                return None
+            return a + c if take is None else xp.where(take, a + c, a)
+
+        return (k + 1, add(dx, cx), add(dy, cy), add(dz, cz))
+
+    if not per_lane and refine == 0:
         return sol
     k0 = xp.asarray(0, dtype=xp.int32, device=prob.device)
-    _, *sol = ops.while_loop(lambda c: c[0] < refine, body, (k0, *sol))
+
+    def more(c):
+        # (``any``, not ``max``: a batch may have no lanes)
+        return xp.any(c[0] < refine) if per_lane else c[0] < refine
+
+    _, *sol = ops.while_loop(more, body, (k0, *sol))
     return tuple(sol)
 
 

@@ -11,14 +11,14 @@ progress policy ``_progress``. This module owns everything around it:
 - the precision level of the solves (``_kkt.solve_at``): it starts at 0 in mixed
   precision (float32 factors, see :func:`iteration_problem`) and at 1 otherwise, and
   climbs by one whenever a lane's solve is measured less accurate than its merit
-  needs (``State.worse``): at once where traced, at the next host read where eager;
+  needs (``State.worse``): eager, the batch's level, at the next host read; traced,
+  each lane's own level (an array (B,)), at once;
 - on eager backends whose ``Ops.compile_step`` is set, the iteration as that compiled
   function (the loop, its host reads and the compaction stay in Python);
 - lane compaction on eager backends: at a host read where at most 3/4 of the lanes
   still run, the loop goes on with those lanes alone (``_lanes``);
-- the precision fallback (eager backends): a lane that fails (NUMERICAL_ERROR) while the
-  solves are reduced starts afresh once on the full-precision, refined path
-  (:func:`_fall_back`);
+- the precision fallback: a lane that fails (NUMERICAL_ERROR) while the solves are
+  reduced starts afresh once on the full-precision, refined path (:func:`_fall_back`);
 - the final classification of lanes still running at ``max_iter``, and the resumption
   of lanes whose early polish missed the tolerance (:func:`resume`).
 
@@ -123,18 +123,17 @@ def _falls_back(xp, prob: Problem, st: State):
     return (st.status == int(Status.NUMERICAL_ERROR)) & ~st.retried & ~prob.bad
 
 
-def _fall_back(xp, prob: Problem, st: State) -> State:
+def _fall_back(xp, prob: Problem, st: State, again=None) -> State:
     """The precision fallback: a lane that failed while the solves were reduced (float32
     factors, or float64 solves without refinement) starts again from the starting point,
-    once, and the driver moves the batch's level to the top (full-precision factors,
-    refined solves) at the host read where it makes the fallback. No lane is reported
+    once, on the top level (full-precision factors, refined solves): eager, the driver
+    moves the batch's level to the top at the host read where it makes the fallback;
+    traced, the lane's own level moves (:func:`_run_traced`). No lane is reported
     failed by a reduced-precision path: a lane that fails again fails on the top level.
-    Lanes fall back only where the solves start below the top level (:func:`run`), and
-    only on eager backends: where traced, the batch's level moving to the top would change
-    the other lanes' results, which a traced solve keeps bit for bit those of a batch
-    without the failing lane (a per-lane level is the missing piece). A lane that reaches
-    ``max_iter`` does not fall back (its iteration budget is spent)."""
-    again = _falls_back(xp, prob, st)
+    A lane that reaches ``max_iter`` does not fall back (its iteration budget is spent).
+    ``again`` (B,) bool: the lanes to start afresh (default :func:`_falls_back`)."""
+    if again is None:
+        again = _falls_back(xp, prob, st)
     w0 = st.const.w0
     pr = _progress.restart(xp, st.progress, again)
     return st._replace(
@@ -161,6 +160,12 @@ def _finish(xp, prob: Problem, cfg: Settings, st: State, done: bool = False) -> 
 
 
 def _run_traced(xp, ops, prob: Problem, cfg: Settings, st: State, level, narrow):
+    """The loop for traced backends, with a precision level per lane (``level`` (B,)):
+    a lane whose solve fell short climbs at once, and a lane that fails below the top
+    level falls back (:func:`_fall_back`) onto the top level, alone. Nothing a lane does
+    changes another lane's arithmetic (a traced solve keeps every lane bit for bit that
+    of a batch without its neighbours): the levels select refinement counts lane by lane
+    (``_kkt.solve_at``)."""
     top = top_level(cfg)
 
     def cond(carry):
@@ -170,14 +175,17 @@ def _run_traced(xp, ops, prob: Problem, cfg: Settings, st: State, level, narrow)
     def body(carry):
         st, level, k = carry
         st = iterate(xp, ops, prob, cfg, st, level, narrow=narrow)
-        # Traced, the level climbs at once (and ``worse`` is spent: at the top level it
-        # has no use).
-        climb = xp.any(st.worse) & (level < top)
+        climb = st.worse & (level < top)
+        again = _falls_back(xp, prob, st) & (level < top)
+        st = _fall_back(xp, prob, st, again)
+        # (``worse`` is spent: at the top level it has no use.)
         st = st._replace(worse=xp.zeros_like(st.worse),
                          boost=xp.where(climb, xp.ones_like(st.boost), st.boost))
-        return st, xp.where(climb, level + 1, level), k + 1
+        level = xp.where(again, top, xp.where(climb, level + 1, level))
+        return st, xp.astype(level, xp.int32), k + 1
 
     k0 = xp.asarray(0, dtype=xp.int32, device=prob.device)
+    level = xp.zeros(st.status.shape, dtype=xp.int32, device=prob.device) + level
     st, level, _ = ops.while_loop(cond, body, (st, level, k0))
     return st, level
 
@@ -273,7 +281,8 @@ def run(xp, ops, prob: Problem, cfg: Settings, start: State | None = None, level
     st = initial_state(xp, ops, prob, cfg, narrow, warm) if start is None else start
     if level is None:
         level = initial_level(prob)
-    # The precision fallback (_fall_back): eager backends, solves starting below the top.
+    # The precision fallback (_fall_back), eager: solves starting below the top (traced,
+    # each lane's level decides).
     fallback = ops.eager and initial_level(prob) < top_level(cfg)
     done = False
     if ops.eager:

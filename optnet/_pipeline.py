@@ -123,7 +123,9 @@ def _passes_traced(xp, ops, prob: Problem, sprob: Problem, sc, cfg, warm=None):
     Returns the outcome (:class:`Final`) and the polish (:class:`Polished`).
     """
     st0 = _pdipm.start(xp, ops, sprob, cfg, warm)
-    level0 = xp.asarray(_step.initial_level(sprob), dtype=xp.int32, device=prob.device)
+    # (each lane's own precision level: _pdipm._run_traced)
+    level0 = xp.full(st0.status.shape, _step.initial_level(sprob), dtype=xp.int32,
+                     device=prob.device)
     tols = xp.asarray([cfg.polish_tol, cfg.tol], dtype=sprob.dtype, device=prob.device)
     solved = int(Status.SOLVED)
 

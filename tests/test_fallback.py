@@ -4,9 +4,9 @@ A lane that fails while the solves are reduced (float32 factors in mixed precisi
 float64 solves without refinement) must not be reported failed: it starts afresh on
 the top level (full-precision factors, refined solves). These tests make the reduced
 path fail on purpose -- every solve below the top level returns NaN in lane 0 -- so
-that they do not depend on one machine's rounding, on eager backends and in mixed
-precision. Traced drivers do not fall back (the batch's level moving to the top would
-change the other lanes, which a traced solve keeps bit for bit): tested too.
+that they do not depend on one machine's rounding, on eager backends, in mixed
+precision and on the traced driver, where each lane has a level of its own and the
+lane's fallback leaves its neighbours bit for bit as they were: tested too.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def _spoil_reduced_solves(monkeypatch, lane=0, every_level=False):
         calls.append(level)
         B = out.shape[0]
         mask = xp.reshape(xp.arange(B) == lane, (B, 1, 1))
-        return xp.where(mask & xp.asarray(reduced), xp.nan, out)
+        # (``level`` a Python int, or traced an array (B,): each lane's own level)
+        return xp.where(mask & xp.reshape(xp.asarray(reduced), (-1, 1, 1)), xp.nan, out)
 
     monkeypatch.setattr(_kkt, "solve_at", spoiled)
     return calls
@@ -98,21 +99,74 @@ def test_a_lane_that_fails_on_every_level_falls_back_once(monkeypatch, backend):
     np.testing.assert_allclose(out["x"], clean["x"], rtol=1e-7, atol=1e-8)
 
 
-def test_traced_lanes_do_not_fall_back_and_neighbours_stay_bit_for_bit(monkeypatch):
-    """Lockstep (the NumPy backend's ops marked not eager, as under jit): the spoiled lane
-    ends unsolved by the interior point and its neighbours are bit for bit those of the
-    clean traced run."""
+def _lockstep(monkeypatch):
+    """The NumPy backend's ops marked not eager: the traced driver, as under jit."""
     from optnet.backends import numpy as numpy_backend
 
     monkeypatch.setattr(numpy_backend, "ops", numpy_backend.ops._replace(eager=False))
+
+
+def test_traced_lane_falls_back_alone_and_neighbours_stay_bit_for_bit(monkeypatch):
+    """Lockstep: the spoiled lane falls back onto the top level, its own, and is solved;
+    its neighbours, whose levels never moved, are bit for bit those of the clean run."""
+    _lockstep(monkeypatch)
     data = _batch()
     clean = _solve(data, "numpy")
     runs = _record_runs(monkeypatch)
-    _spoil_reduced_solves(monkeypatch)
+    calls = _spoil_reduced_solves(monkeypatch)
+    out = _solve(data, "numpy")
+    assert calls
+    status, retried = runs[0]
+    assert retried.tolist() == [True, False, False]
+    assert int(status[0]) == int(optnet.Status.SOLVED)
+    assert np.all(out["status"] == int(optnet.Status.SOLVED)), out["status"]
+    np.testing.assert_allclose(out["x"][0], clean["x"][0], rtol=1e-7, atol=1e-8)
+    assert out["iterations"][0] >= clean["iterations"][0]
+    for f in ("x", "z", "status", "iterations"):
+        np.testing.assert_array_equal(out[f][1:], clean[f][1:])
+
+
+def test_traced_lane_that_fails_on_every_level_falls_back_once(monkeypatch):
+    """Lockstep, spoiled on every level: one fallback, then NUMERICAL_ERROR in the
+    interior point (the loop ends); the neighbours bit for bit those of the clean run."""
+    _lockstep(monkeypatch)
+    data = _batch()
+    clean = _solve(data, "numpy")
+    _spoil_reduced_solves(monkeypatch, every_level=True)
+    runs = _record_runs(monkeypatch)
     out = _solve(data, "numpy")
     status, retried = runs[0]
     assert int(status[0]) == int(optnet.Status.NUMERICAL_ERROR)
-    assert not retried.any()
+    assert retried.tolist() == [True, False, False]
+    for f in ("x", "z", "status", "iterations"):
+        np.testing.assert_array_equal(out[f][1:], clean[f][1:])
+
+
+def test_traced_levels_climb_lane_by_lane(monkeypatch):
+    """Lockstep: every solve of lane 0 below the top level made inaccurate (relative
+    error 1e-4, not NaN): lane 0 climbs to the top level and is solved, while the levels
+    of its neighbours stay where a clean run leaves them (bit for bit)."""
+    _lockstep(monkeypatch)
+    data = _batch()
+    clean = _solve(data, "numpy")
+    levels = []
+    inner = _kkt.solve_at
+
+    def degraded(xp, ops, prob, cfg, F, level, *rest, **kw):
+        out = inner(xp, ops, prob, cfg, F, level, *rest, **kw)
+        if not isinstance(level, int):
+            levels.append(np.asarray(level).copy())
+        low = xp.reshape(xp.asarray(level < _step.top_level(cfg)), (-1, 1, 1))
+        mask = xp.reshape(xp.arange(out.shape[0]) == 0, (-1, 1, 1))
+        return xp.where(mask & low, out * (1.0 + 1e-4), out)
+
+    monkeypatch.setattr(_kkt, "solve_at", degraded)
+    out = _solve(data, "numpy")
+    assert np.all(out["status"] == int(optnet.Status.SOLVED)), out["status"]
+    np.testing.assert_allclose(out["x"][0], clean["x"][0], rtol=1e-7, atol=1e-8)
+    top = max(int(v.max()) for v in levels)
+    assert top == 3
+    assert any(int(v[0]) == top and int(v[1:].max()) < top for v in levels)
     for f in ("x", "z", "status", "iterations"):
         np.testing.assert_array_equal(out[f][1:], clean[f][1:])
 

@@ -181,6 +181,35 @@ def test_hard_qp_float32(name, seed, size, backend):
         f"violation {viol:.2e}, iterations {int(sol.iterations)}")
 
 
+def test_jax_float32_badly_scaled_seed_17_regression():
+    """Pinned to one seed (so named): JAX, float32 badly_scaled seed 17. Its lane's early
+    polish missed, the resumed lane stalled on unrefined solves, and the traced driver,
+    with one precision level for the batch, could not restart it (NUMERICAL_ERROR); with a
+    level per lane it falls back onto the top level alone and is solved. The mechanism
+    itself is tested without depending on rounding in ``tests/test_fallback.py``."""
+    jax = pytest.importorskip("jax")
+    from reference import SOLVED, reference_solve
+
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        problem = {k: None if v is None else np.asarray(v, np.float32)
+                   for k, v in hard_problem("badly_scaled", 17).items()}
+        data = {k: None if v is None else v.astype(np.float64) for k, v in problem.items()}
+        ref = reference_solve(**data)
+        assert ref.status == SOLVED, ref.status
+        sol = optnet.solve(**problem, backend="jax")
+        x = np.asarray(sol.x)
+    finally:
+        jax.config.update("jax_enable_x64", before)
+    assert x.dtype == np.float32
+    status = optnet.Status(int(sol.status))
+    oerr = objective_error(data, x, ref.x, ref.objective)
+    viol = violation(data, x)
+    assert status == optnet.Status.SOLVED and oerr <= TOL32 and viol <= TOL32, (
+        status.name, oerr, viol, int(sol.iterations))
+
+
 # ---------------------------------------------------------------- the generators
 
 

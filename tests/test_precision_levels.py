@@ -52,7 +52,8 @@ def _degrade_below_top(monkeypatch, spoil_top_lane=None):
     def degraded(xp, ops, prob, cfg, F, level, *rest, **kw):
         out = inner(xp, ops, prob, cfg, F, level, *rest, **kw)
         top = _step.top_level(cfg)
-        below = xp.asarray(level < top)
+        # (``level`` a Python int, or traced an array (B,): each lane's own level)
+        below = xp.reshape(xp.asarray(level < top), (-1, 1, 1))
         levels.append(level)
         one = xp.ones((), dtype=out.dtype)
         out = out * xp.where(below, (1.0 + 1e-4) * one, one)
@@ -80,7 +81,7 @@ def test_the_driver_climbs_to_the_top_level(monkeypatch, backend):
     out = _solve(data, backend)
     assert np.all(out["status"] == SOLVED), out["status"]
     np.testing.assert_allclose(out["x"], clean["x"], rtol=1e-7, atol=1e-8)
-    reached = max(int(to_numpy(v)) if not isinstance(v, int) else v for v in levels)
+    reached = max(int(np.max(to_numpy(v))) if not isinstance(v, int) else v for v in levels)
     assert reached == 3
 
 
