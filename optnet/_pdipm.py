@@ -101,17 +101,22 @@ def _structure(xp, prob: Problem):
 
 
 def iterate(xp, ops, prob: Problem, cfg: Settings, st: State, level, defer: bool = False,
-            narrow=None) -> State:
+            narrow=None, last=None) -> State:
     """One iteration: classify the running lanes (``_terminate``), record their progress
     and stall those that make none (``_progress``), then step (``_step.step``).
 
     A lane that has taken ``max_iter`` steps ends MAX_ITER here, whatever the loop's own
-    count: a resumed lane (:func:`resume`) goes on from the steps it took before."""
+    count: a resumed lane (:func:`resume`) goes on from the steps it took before.
+    ``last`` (a 0-d bool array, traced): the loop's final pass, which only classifies, as
+    :func:`_finish` would (no stall; a lane still running ends MAX_ITER), so that the
+    program holds one classification, not two."""
     res, status, merit = assess(xp, prob, cfg, st)
     pr, stalled = _progress.update(xp, cfg, st.progress, merit, st.w, ~st.worse)
+    out = st.iterations >= cfg.max_iter
+    if last is not None:
+        stalled, out = stalled & ~last, out | last
     status = xp.where(stalled & (status == RUNNING), int(Status.NUMERICAL_ERROR), status)
-    status = xp.where((status == RUNNING) & (st.iterations >= cfg.max_iter),
-                      int(Status.MAX_ITER), status)
+    status = xp.where((status == RUNNING) & out, int(Status.MAX_ITER), status)
     st = st._replace(status=xp.where(st.status == RUNNING, status, st.status), progress=pr)
     return step(xp, ops, prob, cfg, st, res, merit, level, defer, narrow)
 
@@ -148,7 +153,8 @@ def _fall_back(xp, prob: Problem, st: State, again=None) -> State:
 def _finish(xp, prob: Problem, cfg: Settings, st: State, done: bool = False) -> State:
     """Lanes still running after the last step: MAX_ITER unless their final iterate is
     classified otherwise; the last iterate may be their best. ``done``: no lane is
-    running (known on the host), nothing to do."""
+    running (known on the host; traced, the loop's last pass classified them), nothing
+    to do."""
     if done:
         return st
     _, final, merit = assess(xp, prob, cfg, st)
@@ -170,13 +176,15 @@ def _run_traced(xp, ops, prob: Problem, cfg: Settings, st: State, level, narrow)
 
     def cond(carry):
         st, _, k = carry
-        return xp.any(st.status == RUNNING) & (k < cfg.max_iter)
+        return xp.any(st.status == RUNNING) & (k <= cfg.max_iter)
 
     def body(carry):
         st, level, k = carry
-        st = iterate(xp, ops, prob, cfg, st, level, narrow=narrow)
+        # Pass max_iter + 1, if any, is :func:`_finish`'s classification (``last``).
+        last = k >= cfg.max_iter
+        st = iterate(xp, ops, prob, cfg, st, level, narrow=narrow, last=last)
         climb = st.worse & (level < top)
-        again = _falls_back(xp, prob, st) & (level < top)
+        again = _falls_back(xp, prob, st) & (level < top) & ~last
         st = _fall_back(xp, prob, st, again)
         # (``worse`` is spent: at the top level it has no use.)
         st = st._replace(worse=xp.zeros_like(st.worse),
@@ -284,10 +292,10 @@ def run(xp, ops, prob: Problem, cfg: Settings, start: State | None = None, level
     # The precision fallback (_fall_back), eager: solves starting below the top (traced,
     # each lane's level decides).
     fallback = ops.eager and initial_level(prob) < top_level(cfg)
-    done = False
     if ops.eager:
         st, level, done = _run_eager(xp, ops, prob, cfg, st, int(level), narrow, fallback)
     else:
         level = xp.asarray(level, dtype=xp.int32, device=prob.device)
         st, level = _run_traced(xp, ops, prob, cfg, st, level, narrow)
+        done = True     # (the loop's last pass classified every lane)
     return _finish(xp, prob, cfg, st, done), level
