@@ -436,9 +436,9 @@ def solve(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz, refine: int, lanes=N
     -------
     dx : (B, n, k), dy : (B, m, k) or None, dz : (B, p, k) or None
     """
-    if not (ops.eager or unrolled):
-        return _solve_traced(xp, ops, prob, F, rx, ry, rz, refine)
     sol = _solve_reg(xp, ops, prob, F, rx, ry, rz)
+    if not (ops.eager or unrolled):
+        return _refine_traced(xp, ops, prob, F, rx, ry, sol, refine)
     last = None
     for _ in range(refine):
         # The third block row needs no refinement: _solve_reg sets dz = W^{-1}(G dx - rz),
@@ -456,31 +456,18 @@ def solve(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz, refine: int, lanes=N
     return sol
 
 
-def _solve_traced(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz, refine):
-    """:func:`solve` on traced backends: the solve and its refinement steps as one
-    ``ops.while_loop``, so that the program holds one :func:`_solve_reg` whatever the
-    number of steps. Pass 0 solves from ``u = 0`` (``K 0 = 0`` is not formed: an
-    ``ops.cond``), each later pass adds the correction ``K_reg^{-1}(r - K u)``: the same
-    arithmetic as a solve followed by its steps, bit for bit. ``refine`` an int, or an int
-    array (B,) (or (1,)): lane by lane, the loop running to the largest count and the
-    corrections of lanes past their own count dropped (so that a lane's result depends on
-    its count alone)."""
+def _refine_traced(xp, ops, prob: Problem, F: KKTFactor, rx, ry, sol, refine):
+    """The refinement steps of :func:`solve` as one ``ops.while_loop``: one correction in
+    the program whatever their number. ``refine`` an int, or an int array (B,) (or (1,)):
+    lane by lane, the loop running to the largest count and the corrections of lanes past
+    their own count dropped (so that a lane's result depends on its count alone)."""
     per_lane = not isinstance(refine, int)
-    if not per_lane and refine == 0:
-        return _solve_reg(xp, ops, prob, F, rx, ry, rz)
-
-    def residual(dx, dy, dz):
-        kx, ky, _ = apply_K(xp, prob, F.w, dx, dy, dz, z_row=False)
-        return rx - kx, ry - ky if prob.m else None
 
     def body(carry):
         k, dx, dy, dz = carry
-        first = k == 0
-        # The correction's third block row is zero (see solve); pass 0 solves with rz.
-        ex, ey = ops.cond(first, lambda: (rx, ry), lambda: residual(dx, dy, dz))
-        cz = None if rz is None else xp.where(first, rz, 0.0)
-        cx, cy, cz = _solve_reg(xp, ops, prob, F, ex, ey, cz)
-        take = xp.reshape(k <= refine, (-1, 1, 1)) if per_lane else None
+        kx, ky, _ = apply_K(xp, prob, F.w, dx, dy, dz, z_row=False)
+        cx, cy, cz = _solve_reg(xp, ops, prob, F, rx - kx, ry - ky if prob.m else None, None)
+        take = xp.reshape(k < refine, (-1, 1, 1)) if per_lane else None
 
         def add(a, c):
             if a is None:
@@ -489,17 +476,15 @@ def _solve_traced(xp, ops, prob: Problem, F: KKTFactor, rx, ry, rz, refine):
 
         return (k + 1, add(dx, cx), add(dy, cy), add(dz, cz))
 
+    if not per_lane and refine == 0:
+        return sol
+    k0 = xp.asarray(0, dtype=xp.int32, device=prob.device)
+
     def more(c):
         # (``any``, not ``max``: a batch may have no lanes)
-        return xp.any(c[0] <= refine) if per_lane else c[0] <= refine
+        return xp.any(c[0] < refine) if per_lane else c[0] < refine
 
-    B, n = rx.shape[0], prob.n
-    kw = {"dtype": rx.dtype, "device": prob.device}
-    zero = [xp.zeros((B, n, rx.shape[-1]), **kw),
-            xp.zeros((B, prob.m, rx.shape[-1]), **kw) if prob.m else None,
-            xp.zeros((B, prob.p, rx.shape[-1]), **kw) if prob.p else None]
-    k0 = xp.asarray(0, dtype=xp.int32, device=prob.device)
-    _, *sol = ops.while_loop(more, body, (k0, *zero))
+    _, *sol = ops.while_loop(more, body, (k0, *sol))
     return tuple(sol)
 
 
