@@ -129,3 +129,19 @@ def split_arrays(tree):
 
     build = walk(tree)
     return leaves, lambda arrays: build(iter(arrays))
+
+
+def zeros_of(xp, ops, fn):
+    """Zero leaves shaped as :func:`split_arrays` of ``fn()``'s result, and the function
+    that rebuilds such a result from its leaves: the initial carry of a traced loop whose
+    body computes ``fn``'s kind of result. Where the backend can (``ops.abstract_zeros``)
+    ``fn`` is traced abstractly and never run."""
+    box = {}
+
+    def probe():
+        leaves, box["rebuild"] = split_arrays(fn())
+        return leaves
+
+    zeros = (ops.abstract_zeros(probe) if ops.abstract_zeros is not None
+             else [xp.zeros_like(a) for a in probe()])
+    return zeros, box["rebuild"]

@@ -144,16 +144,8 @@ def _passes_traced(xp, ops, prob: Problem, sprob: Problem, sc, cfg, warm=None):
     # The loop's carry needs a polish of the right structure before the first pass:
     # zeros of that structure (the polish traced abstractly, never run).
     fin0 = _final(xp, sprob, sc, st0)
-    box = {}
-
-    def probe():
-        leaves, box["rebuild"] = _lanes.split_arrays(
-            _polish_state(xp, ops, prob, cfg, fin0, sc.e, strict=True))
-        return leaves
-
-    pol_leaves = (ops.abstract_zeros(probe) if ops.abstract_zeros is not None
-                  else [xp.zeros_like(a) for a in probe()])
-    pol_rebuild = box["rebuild"]
+    pol_leaves, pol_rebuild = _lanes.zeros_of(
+        xp, ops, lambda: _polish_state(xp, ops, prob, cfg, fin0, sc.e, strict=True))
     fin_leaves, fin_rebuild = _lanes.split_arrays(fin0)
 
     def cond(carry):

@@ -430,74 +430,30 @@ def _accept(xp, prob: Problem, cfg, pt: Point, att: _Attempt, solved, rescue):
 
 def _swaps(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, system: ActiveSystem,
            att: _Attempt, done, rescued, out: Point, max_swaps: int):
-    """Swap the offending rows of the lanes not yet done and solve again (see ``polish``).
+    """Swap the offending rows of the lanes not yet done and solve again (see ``polish``):
+    passes 1 .. ``max_swaps`` of :func:`_passes`, after the first guess's attempt."""
+    return _passes(xp, ops, prob, cfg, pt, solved, rescue, 1, max_swaps, system.act,
+                   att.drop, att.add, done, rescued, out, system)
+
+
+def _passes(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, k0: int, max_swaps: int,
+            act, drop, add, done, rescued, out: Point, system: ActiveSystem):
+    """The polish's passes ``k0 .. max_swaps`` as one loop. Pass 0 solves on the active set
+    ``act`` as it is; pass k > 0 swaps the rows ``drop`` / ``add`` of the lanes not yet
+    ``done`` and solves again (only while some lane needs it).
 
     The loop carries, lane by lane, the factored system of the active set each lane last
-    accepted (the first guess's where none was), which the derivatives reuse: no system
-    is built and factored again after the loop.
+    accepted (pass 0's for every lane, or ``system`` where the loop starts later), which
+    the derivatives reuse: no system is built and factored again after the loop.
     """
     lanes = solved | rescue
-    act0 = system.act
-    B = act0.shape[0]
+    B = act.shape[0]
     sys_leaves, sys_rebuild = _lanes.split_arrays(system)
     n_sys = len(sys_leaves)
-    # Loop state: (swaps, act tried last, its drop/add, done, rescued, output point,
+    # Loop state: (pass, act tried last, its drop/add, done, rescued, output point,
     # accepted system).
-    state = (xp.asarray(0, device=prob.device), act0, att.drop, att.add, done, rescued,
+    state = (xp.asarray(k0, device=prob.device), act, drop, add, done, rescued,
              *out, *sys_leaves)
-
-    def cond(st):
-        k, _, _, _, dn = st[:5]
-        return (k < max_swaps) & xp.any(lanes & ~dn)
-
-    def body(st):
-        k, act, drop, add, dn, rs = st[:6]
-        cur = Point(*st[6:10])
-        sys_ok = sys_rebuild(st[10:])
-        pending = lanes & ~dn
-        act = xp.where(pending[:, None], (act & ~drop) | add, act)
-        sys_k = active_system(xp, ops, prob, cfg, pt, pending, act)
-        a = _attempt(xp, ops, prob, cfg, pt, sys_k, pending)
-        ok, res_k = _accept(xp, prob, cfg, pt, a, solved, rescue)
-        ok = ok & pending
-        nxt = _take(xp, prob, ok, a.point, cur)
-        sys_ok = _lanes.where_lanes(xp, ok, sys_k, sys_ok, B)
-        return (k + 1, act, a.drop, a.add, dn | ok, rs | (res_k & ok), *nxt,
-                *_lanes.split_arrays(sys_ok)[0])
-
-    state = ops.while_loop(cond, body, state)
-    rescued = state[5]
-    out = Point(*state[6:10])
-    system = sys_rebuild(state[10:10 + n_sys])
-    return out, system, rescued
-
-
-def _polish_traced(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, max_swaps: int,
-                   act=None):
-    """:func:`polish` on traced backends, as one loop: its first pass solves on the first
-    guess of the active set, the others are :func:`_swaps`' passes (as many, on the same
-    lanes). The program then holds one active-set system and one attempt instead of two
-    (a sixth of the compiled JAX solve at n = p = 10)."""
-    lanes = solved | rescue
-    if act is None:
-        act = pt.z > pt.s
-    B = act.shape[0]
-    box = {}
-
-    def probe():
-        leaves, box["rebuild"] = _lanes.split_arrays(
-            active_system(xp, ops, prob, cfg, pt, lanes, act=act))
-        return leaves
-
-    # The carry needs a system of the right structure before the first pass: zeros of
-    # that structure (traced abstractly, never run, where the backend can).
-    sys0 = (ops.abstract_zeros(probe) if ops.abstract_zeros is not None
-            else [xp.zeros_like(a) for a in probe()])
-    sys_rebuild = box["rebuild"]
-    n_sys = len(sys0)
-    no = xp.zeros_like(act)
-    state = (xp.asarray(0, device=prob.device), act, no, no, xp.zeros_like(lanes),
-             xp.zeros_like(lanes), *pt, *sys0)
 
     def cond(st):
         k, _, _, _, dn = st[:5]
@@ -515,10 +471,25 @@ def _polish_traced(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, max_s
         ok, res_k = _accept(xp, prob, cfg, pt, a, solved, rescue)
         ok = ok & pending
         nxt = _take(xp, prob, ok, a.point, cur)
-        # Every lane keeps the first guess's system until it accepts another.
         sys_ok = _lanes.where_lanes(xp, ok | first, sys_k, sys_ok, B)
         return (k + 1, act, a.drop, a.add, dn | ok, rs | (res_k & ok), *nxt,
                 *_lanes.split_arrays(sys_ok)[0])
 
     state = ops.while_loop(cond, body, state)
     return Point(*state[6:10]), sys_rebuild(state[10:10 + n_sys]), state[5]
+
+
+def _polish_traced(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, max_swaps: int,
+                   act=None):
+    """:func:`polish` on traced backends: :func:`_passes` from pass 0, the first guess, so
+    that the program holds one active-set system and one attempt instead of two (a sixth
+    of the compiled JAX solve at n = p = 10)."""
+    lanes = solved | rescue
+    if act is None:
+        act = pt.z > pt.s
+    # The carry needs a system of the right structure before pass 0.
+    sys0, rebuild = _lanes.zeros_of(
+        xp, ops, lambda: active_system(xp, ops, prob, cfg, pt, lanes, act=act))
+    no, none = xp.zeros_like(act), xp.zeros_like(lanes)
+    return _passes(xp, ops, prob, cfg, pt, solved, rescue, 0, max_swaps, act, no, no, none,
+                   none, pt, rebuild(sys0))
