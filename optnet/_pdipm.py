@@ -249,9 +249,10 @@ def _run_eager(xp, ops, prob: Problem, cfg: Settings, st: State, level: int, nar
     return st, level, n_run == 0
 
 
-def resume(xp, ops, prob: Problem, cfg: Settings, st: State, level, lanes):
+def resume(xp, ops, prob: Problem, cfg: Settings, st: State, level, lanes, patient=None):
     """Run again from a state and level returned by :func:`run`, the lanes ``lanes`` (B,)
-    bool set running (their other lanes stay as they are).
+    bool set running (their other lanes stay as they are); ``patient`` (B,) bool or None:
+    lanes that go on without the fast stall (``_progress``).
 
     The resumed lanes' progress count starts afresh: their first iteration re-examines
     the iterate they stopped at, which is no lack of progress (counted as one, a single
@@ -259,7 +260,7 @@ def resume(xp, ops, prob: Problem, cfg: Settings, st: State, level, lanes):
     p = 250, m = 30, ended NUMERICAL_ERROR so on torch).
     """
     start = st._replace(status=xp.where(lanes, RUNNING, st.status),
-                        progress=_progress.restart(xp, st.progress, lanes))
+                        progress=_progress.restart(xp, st.progress, lanes, patient))
     return run(xp, ops, prob, cfg, start=start, level=level)
 
 

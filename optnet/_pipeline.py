@@ -68,15 +68,13 @@ def solve_arrays(be, args: dict, tol=None, max_iter=None, init=None) -> QPSoluti
         prob = prob._replace(bound_rows=sprob.bound_rows,
                              definite_diagonal=sprob.definite_diagonal)
         warm = None if warm is None else _warm.scaled(warm, sc)
-        early = cfg.polish_tol > cfg.tol
-        if early and not ops.eager:
+        if not ops.eager:
             fin, pol = _passes_traced(xp, ops, prob, sprob, sc, cfg, warm)
         else:
             st, level = _pdipm.run(xp, ops, sprob, cfg, warm=warm)
             fin = _final(xp, sprob, sc, st)
-            pol = _polish_state(xp, ops, prob, cfg, fin, sc.e, strict=early)
-            if early:
-                fin, pol = _resume(xp, ops, prob, sprob, sc, cfg, st, level, fin, pol)
+            pol = _polish_state(xp, ops, prob, cfg, fin, sc.e, strict=_early(cfg))
+            fin, pol = _resume(xp, ops, prob, sprob, sc, cfg, st, level, fin, pol)
         pol = pol._replace(status=xp.where(nonconvex, int(Status.NONCONVEX), pol.status))
         return _assemble(xp, ops, prob, cfg, fin, pol, be.asarray)
 
@@ -92,33 +90,65 @@ class Polished(NamedTuple):
     rescued: Any
 
 
+def _early(cfg) -> bool:
+    """Whether lanes stop for a first polish before ``cfg.tol`` (``_pdipm.run``)."""
+    return cfg.polish_tol > cfg.tol
+
+
+def _retry(xp, cfg, sprob: Problem, st, pol: Polished, strict):
+    """The lanes that go on iterating after their polish (:func:`_resume`), and those of
+    them that go on without the fast stall, both (B,) bool:
+
+    - where the polish was ``strict`` (a bool, or a 0-d bool array where traced: lanes
+      stopped early, at ``cfg.polish_tol``), lanes whose polished point missed ``cfg.tol``;
+    - lanes that stalled near the tolerance (best merit within ``Settings.stall_near``
+      times it, where ``_progress`` hands a lane over to the polish after
+      ``Settings.stall_fast`` steps without progress) and that the polish did not rescue:
+      where the active rows are nearly dependent the polish certifies nothing (no
+      nonnegative multipliers on the guessed active set), but the interior point alone
+      can still reach the tolerance. These go on with the ordinary patience
+      (``Settings.patience``); a lane does so once.
+    """
+    near = (st.status == int(Status.NUMERICAL_ERROR)) & ~sprob.bad & ~st.progress.patient \
+        & (st.progress.best <= cfg.stall_near * cfg.tol) & ~pol.rescued
+    if strict is False:
+        return near, near
+    return ((st.status == int(Status.SOLVED)) & ~pol.rescued & strict) | near, near
+
+
 def _resume(xp, ops, prob: Problem, sprob: Problem, sc, cfg, st, level, fin, pol: Polished):
-    """Lanes that reached ``cfg.polish_tol`` but whose polished point missed
-    ``cfg.tol`` go on iterating to ``cfg.tol`` (from the state ``st`` and precision
-    ``level`` the first run ended with) and are polished again (see ``_pdipm.run``).
-    Returns the outcome (:class:`Final`; ``fin`` where no lane resumed) and polish.
+    """The lanes of :func:`_retry` go on iterating to ``cfg.tol`` (from the state ``st``
+    and precision ``level`` the first run ended with) and are polished again (see
+    ``_pdipm.run``); a lane that the second polish leaves as :func:`_retry` says once more
+    (it stalled fast near the tolerance after a missed early polish) goes on a second
+    time. Returns the outcome (:class:`Final`; ``fin`` where no lane resumed) and polish.
     Eager backends (traced ones resume in :func:`_passes_traced`)."""
-    retry = (st.status == int(Status.SOLVED)) & ~pol.rescued
-    if not bool(xp.any(retry)):
-        return fin, pol
+    strict = _early(cfg)
     cfg2 = cfg._replace(polish_tol=cfg.tol)
-    st2, _ = _pdipm.resume(xp, ops, sprob, cfg2, st, level, retry)
-    fin2 = _final(xp, sprob, sc, st2)
+    for _ in range(2):
+        retry, patient = _retry(xp, cfg, sprob, st, pol, strict)
+        if not bool(xp.any(retry)):
+            break
+        st, _ = _pdipm.resume(xp, ops, sprob, cfg2, st, level, retry, patient)
+        fin = _final(xp, sprob, sc, st)
 
-    def polish_again(sub, a):
-        return _polish_state(xp, ops, sub, cfg2, *a, strict=False)
+        def polish_again(sub, a):
+            return _polish_state(xp, ops, sub, cfg2, *a, strict=False)
 
-    return fin2, _lanes.on_lanes(xp, ops, retry, polish_again, prob, (fin2, sc.e), pol)
+        pol = _lanes.on_lanes(xp, ops, retry, polish_again, prob, (fin, sc.e), pol)
+        strict = False
+    return fin, pol
 
 
 def _passes_traced(xp, ops, prob: Problem, sprob: Problem, sc, cfg, warm=None):
-    """What :func:`_pdipm.run`, the early polish and :func:`_resume` compute, as two
-    passes of one loop for traced backends, so that the program holds one interior-point
-    loop and one polish: pass 0 iterates every lane to ``cfg.polish_tol`` and polishes
-    strictly; pass 1, entered only if some lane's polished point missed ``cfg.tol``,
-    resumes those lanes to ``cfg.tol`` and polishes them again. (A ``cond`` around a
-    second copy of the loop and the polish doubled the program, and XLA's compile time
-    with it.) The pass's tolerance and strictness are arrays, not Python constants.
+    """What :func:`_pdipm.run`, the polish and :func:`_resume` compute, as two passes of
+    one loop for traced backends, so that the program holds one interior-point loop and
+    one polish: pass 0 iterates every lane to ``cfg.polish_tol`` and polishes (strictly
+    where that is looser than ``cfg.tol``); passes 1 and 2, entered only if some lane is to
+    go on (:func:`_retry`), resume those lanes to ``cfg.tol`` and polish them again. (A
+    ``cond`` around a second copy of the loop and the polish doubled the program, and
+    XLA's compile time with it.) The pass's tolerance and strictness are arrays, not
+    Python constants.
 
     Returns the outcome (:class:`Final`) and the polish (:class:`Polished`).
     """
@@ -127,18 +157,19 @@ def _passes_traced(xp, ops, prob: Problem, sprob: Problem, sc, cfg, warm=None):
     level0 = xp.full(st0.status.shape, _step.initial_level(sprob), dtype=xp.int32,
                      device=prob.device)
     tols = xp.asarray([cfg.polish_tol, cfg.tol], dtype=sprob.dtype, device=prob.device)
-    solved = int(Status.SOLVED)
+    early = _early(cfg)
 
-    def retry_of(st, pol):
-        return (st.status == solved) & ~pol.rescued
+    def retry_of(st, pol, k):
+        return _retry(xp, cfg, sprob, st, pol, (k == 1) if early else False)
 
     def one_pass(st, level, k, pol):
         first = k == 0
-        retry = retry_of(st, pol) & ~first
-        cfg_k = cfg._replace(polish_tol=tols[k])
-        st, level = _pdipm.resume(xp, ops, sprob, cfg_k, st, level, retry)
+        retry, patient = retry_of(st, pol, k)
+        retry, patient = retry & ~first, patient & ~first
+        cfg_k = cfg._replace(polish_tol=tols[xp.minimum(k, 1)])
+        st, level = _pdipm.resume(xp, ops, sprob, cfg_k, st, level, retry, patient)
         fin = _final(xp, sprob, sc, st)
-        new = _polish_state(xp, ops, prob, cfg_k, fin, sc.e, strict=first)
+        new = _polish_state(xp, ops, prob, cfg_k, fin, sc.e, strict=first if early else False)
         return st, level, fin, _lanes.where_lanes(xp, first | retry, new, pol, retry.shape[0])
 
     # The loop's carry needs a polish of the right structure before the first pass:
@@ -151,7 +182,7 @@ def _passes_traced(xp, ops, prob: Problem, sprob: Problem, sc, cfg, warm=None):
     def cond(carry):
         st, _, k, _, pol = carry
         pol = pol_rebuild(pol)
-        return (k == 0) | ((k == 1) & xp.any(retry_of(st, pol)))
+        return (k == 0) | ((k <= 2) & xp.any(retry_of(st, pol, k)[0]))
 
     def body(carry):
         st, level, k, _, pol = carry

@@ -13,7 +13,8 @@ halved its merit in ``Settings.patience`` iterations has stalled; within
 ``Settings.stall_near`` times the tolerance, ``Settings.stall_fast`` iterations
 suffice (the iterate is then as accurate as these solves make it, and the polish
 takes over). A lane on its way to an infeasibility certificate has a growing merit
-and never stalls.
+and never stalls. A lane the polish could not rescue after a fast stall goes on without
+it (``patient``, set by ``_pdipm.resume``): it stalls after ``patience`` iterations only.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from typing import Any, NamedTuple
 
 
 class Progress(NamedTuple):
-    """best (B,), kept (B, k) the stacked iterate of ``best``, anchor (B,), since (B,) int32."""
+    """best (B,), kept (B, k) the stacked iterate of ``best``, anchor (B,), since (B,) int32,
+    patient (B,) bool: no fast stall for the lane."""
 
     best: Any
     kept: Any
     anchor: Any
     since: Any
+    patient: Any
 
 
 def start(xp, iterate, dtype, device) -> Progress:
@@ -40,13 +43,16 @@ def start(xp, iterate, dtype, device) -> Progress:
         return xp.full((B,), xp.inf, dtype=dtype, device=device)
 
     return Progress(best=inf(), kept=xp.asarray(iterate, copy=True), anchor=inf(),
-                    since=xp.zeros((B,), dtype=xp.int32, device=device))
+                    since=xp.zeros((B,), dtype=xp.int32, device=device),
+                    patient=xp.zeros((B,), dtype=xp.bool, device=device))
 
 
-def restart(xp, pr: Progress, lanes) -> Progress:
-    """``pr`` with the progress count of ``lanes`` (B,) bool started afresh (no anchor)."""
-    return pr._replace(anchor=xp.where(lanes, xp.inf, pr.anchor),
-                       since=xp.where(lanes, 0, pr.since))
+def restart(xp, pr: Progress, lanes, patient=None) -> Progress:
+    """``pr`` with the progress count of ``lanes`` (B,) bool started afresh (no anchor);
+    ``patient`` (B,) bool or None: lanes that no longer stall fast."""
+    pr = pr._replace(anchor=xp.where(lanes, xp.inf, pr.anchor),
+                     since=xp.where(lanes, 0, pr.since))
+    return pr if patient is None else pr._replace(patient=pr.patient | patient)
 
 
 def update(xp, cfg, pr: Progress, merit, iterate, counts):
@@ -63,8 +69,9 @@ def update(xp, cfg, pr: Progress, merit, iterate, counts):
     # The patience the lane's best merit allows (none above tol ** stall_merit).
     patience = xp.where(best <= cfg.tol ** cfg.stall_merit, cfg.patience,
                         xp.full_like(since, cfg.max_iter + 1))
-    stalled = since >= xp.where(best <= cfg.stall_near * cfg.tol, cfg.stall_fast, patience)
-    return Progress(best, kept, anchor, since), stalled
+    fast = (best <= cfg.stall_near * cfg.tol) & ~pr.patient
+    stalled = since >= xp.where(fast, cfg.stall_fast, patience)
+    return Progress(best, kept, anchor, since, pr.patient), stalled
 
 
 def keep_last(xp, pr: Progress, merit, iterate, lanes) -> Progress:
