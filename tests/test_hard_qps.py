@@ -417,9 +417,9 @@ def test_lanes_resumed_after_the_early_polish(monkeypatch, eager):
     resumed = []
     resume = _pdipm.resume
 
-    def spy(xp, ops, prob, cfg, st, level, lanes):
+    def spy(xp, ops, prob, cfg, st, level, lanes, *rest):
         resumed.append(int(np.sum(lanes)))
-        return resume(xp, ops, prob, cfg, st, level, lanes)
+        return resume(xp, ops, prob, cfg, st, level, lanes, *rest)
 
     monkeypatch.setattr(_pdipm, "resume", spy)
     count = 8

@@ -139,3 +139,28 @@ def test_near_lp_seed_20_regression():
     assert objective_error(problem, x, ref.x, ref.objective) <= 1e-6
     assert violation(problem, x) <= 1e-6
     assert max(levels) == 3
+
+
+@pytest.mark.parametrize("h_size", [1.0, 1e5])
+def test_the_equality_rows_accuracy_is_measured_on_their_own_scale(h_size):
+    """The solve accuracy that decides the level (``_step._accuracy``) measures the equality
+    rows against their own terms: a direction whose equality row is off by 1e-6 (and whose
+    first block row holds exactly) reads as 1e-6 short whether the bounds ``h`` are 1 or
+    1e5. (Measured against ``h``, the error read 1e-11 and the level never climbed: the
+    near-LP class's slow seed 0, bounds 1e5 times the equality rows' size, then returned
+    equality residuals of 2e-6.)"""
+    from optnet._problem import canonicalize
+    from optnet.backends import numpy as numpy_backend
+
+    xp = numpy_backend.namespace
+    n = 2
+    data = {"Q": np.eye(n), "q": np.zeros(n), "G": np.eye(n), "h": np.full(n, h_size),
+            "A": np.ones((1, n)), "b": np.zeros(1)}
+    prob = canonicalize(xp, *(data[k] for k in ARGS))
+    cfg = _pdipm.default_settings(xp, prob)
+    c = _step._constants(xp, prob, cfg)
+    x1 = np.array([[1e-6, 0.0]])
+    # u1 = [x1; y1; z1] with Q x1 + A'y1 + G'z1 + q = 0 exactly: y1 = 0, z1 = -x1.
+    u1 = np.concatenate((x1, np.zeros((1, 1)), -x1), axis=-1)
+    err = _step._accuracy(xp, prob, c, u1, x1)
+    np.testing.assert_allclose(err, [1e-6], rtol=1e-9)
