@@ -164,9 +164,10 @@ def _accuracy(xp, prob: Problem, c, u1, Qx1):
     """Relative residual (B,) of ``K u1 = [-q; b; h]`` in its first two block rows, given
     ``Q x1``, each block row against the size of its own terms: the larger of
     ``|Q x1 + A'y1 + G'z1 + q| / max(|q|, |b|, |h|, |K u1|)`` and
-    ``|A x1 - b| / max(1, |A x1|)``. (Measured against ``h``, whose bounds can be 1e5
-    times the size of the equality rows, an equality block wrong in its leading digits
-    passed, and its errors then left residuals 1e6 times the tolerance.) The third row
+    ``|A x1 - b| / max(1, |A x1|)``: against the size of ``h``, whose bounds can be 1e5
+    times that of the equality rows, an equality block wrong in its leading digits would
+    pass for accurate, and the iterate's equality residuals would then stop far above the
+    tolerance while the merit, which measures them against ``h`` too, is met. The third row
     holds to rounding by the construction of ``z1`` (``_kkt.solve``)."""
     n, m = prob.n, prob.m
     kx = Qx1
