@@ -5,7 +5,11 @@ Counts every PyTorch function and tensor method call (a ``TorchFunctionMode``) o
 (``problems.py``), and the host reads among them: ``bool``, ``int``, ``float``,
 ``item``, ``tolist`` and ``__index__`` on tensors (each one a device synchronisation on
 a GPU). Operations per iteration are the solve's total divided by its interior-point
-iterations (the issue's all-in count). These are counts, not timings: they do not
+iterations (the issue's all-in count). *Passes over the matrices* are the kernels among
+them with an operand of at least ``B n^2`` elements (``Q``, ``G``, ``H``, its factor):
+each reads a whole matrix of every lane, which decides the time of large batches once the
+matrices no longer fit in the cache (LAPACK called on NumPy views of the tensors, as the
+torch backend's CPU Cholesky is, is not seen). These are counts, not timings: they do not
 depend on the machine or its load.
 
 With ``--compiled`` the iteration runs compiled by ``torch.compile``
@@ -80,13 +84,22 @@ class Kernels(TorchDispatchMode):
     (``result_type``, ``is_floating_point``, a ``to`` that changes nothing) never get
     here."""
 
-    def __init__(self):
+    def __init__(self, matrix_numel: int = 0):
         super().__init__()
         self.calls = collections.Counter()
+        # Kernels with an operand of at least ``matrix_numel`` elements (B n^2: Q, G, H,
+        # its factor): each reads a whole matrix of every lane, which is what decides the
+        # time once the matrices exceed the cache (memory-bound products and solves).
+        self.matrix_numel, self.passes = matrix_numel, collections.Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if not func.is_view and func.overloadpacket.__name__ not in NO_KERNEL:
-            self.calls[func.overloadpacket.__name__] += 1
+        name = func.overloadpacket.__name__
+        if not func.is_view and name not in NO_KERNEL:
+            self.calls[name] += 1
+            if self.matrix_numel and any(
+                    isinstance(a, torch.Tensor) and a.numel() >= self.matrix_numel
+                    for a in (*args, *(kwargs or {}).values())):
+                self.passes[name] += 1
         return func(*args, **(kwargs or {}))
 
     @property
@@ -97,8 +110,8 @@ class Kernels(TorchDispatchMode):
 class Both:
     """A :class:`Counter` and a :class:`Kernels` together."""
 
-    def __init__(self):
-        self.calls_mode, self.kernels = Counter(), Kernels()
+    def __init__(self, matrix_numel: int = 0):
+        self.calls_mode, self.kernels = Counter(), Kernels(matrix_numel)
 
     def __enter__(self):
         self.calls_mode.__enter__()
@@ -184,7 +197,7 @@ def _count(n, batch, seed, dtype, compiled):
         kw = {"compiled": "torch"}
     try:
         optnet.torch.solve(Q, q, G, h, **kw).sum().backward()   # warm-up (imports, caches)
-        fwd, bwd = Both(), Both()
+        fwd, bwd = Both(batch * n * n), Both(batch * n * n)
         if calls is not None:
             calls.modes = fwd
         with fwd:
@@ -233,6 +246,12 @@ def main(argv=None):
           f"{bb.kernels.total}, all-in {kern}, per iteration {kern / max(iters, 1):.1f}")
     print(f"host reads: forward {fwd.host}, backward {bwd.host}, all-in {fwd.host + bwd.host}")
     print("most frequent kernels:", (fb.kernels.calls + bb.kernels.calls).most_common(12))
+    passes = fb.kernels.passes + bb.kernels.passes
+    size = args.batch * args.n ** 2
+    print(f"passes over the matrices (kernels with an operand of B n^2 = {size} elements or "
+          f"more): forward {sum(fb.kernels.passes.values())}, backward "
+          f"{sum(bb.kernels.passes.values())}, per iteration "
+          f"{sum(passes.values()) / max(iters, 1):.1f}: {dict(passes.most_common())}")
     both = fwd.calls + bwd.calls
     print(f"\nmost frequent calls (forward + backward, top {args.top}):")
     for name, c in both.most_common(args.top):
