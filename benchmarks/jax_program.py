@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib.util
 import re
 import sys
 import time
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from problems import make_problem  # noqa: E402
+from runners import qpax_batched  # noqa: E402
 
 import optnet  # noqa: E402
 
@@ -93,17 +95,11 @@ def main(argv=None):
 
     fn = loss if args.forward else jax.grad(loss, argnums=(0, 1, 2, 3))
     rows = [("optnet", sizes(fn, *data))]
-    try:
-        import qpax
-    except ImportError:
-        qpax = None
-    if qpax is not None:
-        def solve(Q, q, G, h):
-            A, b = jnp.zeros((0, Q.shape[-1])), jnp.zeros((0,))
-            return qpax.solve_qp_primal(Q, q, A, b, G, h, solver_tol=1e-8, max_iter=50)
+    if importlib.util.find_spec("qpax") is not None:
+        solve = qpax_batched(args.batch, args.n, data[0].dtype, solver_tol=1e-8, max_iter=50)
 
         def qloss(Q, q, G, h):
-            return jax.vmap(solve)(Q, q, G, h).sum()
+            return solve(Q, q, G, h).sum()
 
         qfn = qloss if args.forward else jax.grad(qloss, argnums=(0, 1, 2, 3))
         rows.append(("qpax (tol 1e-8)", sizes(qfn, *data)))

@@ -210,20 +210,30 @@ def setup_proxsuite(prob, dtype):
     return Prepared(fwd, _torch_fb(call, grad))
 
 
-def setup_qpax(prob, dtype, **solver_kw):
+def qpax_batched(B, n, dtype, **solver_kw):
+    """qpax's solve of a batch of B inequality-constrained QPs ``(Q, q, G, h) -> x`` (no
+    equalities), not jitted; qpax's defaults (solver_tol 1e-5, max_iter 30) unless
+    ``solver_kw``."""
     jax = _jax()
     import jax.numpy as jnp
     import qpax
 
-    B, n = prob["q"].shape
-    args = [jnp.asarray(prob[k], dtype=dtype) for k in "QqGh"]
     A = jnp.zeros((B, 0, n), dtype=dtype)
     b = jnp.zeros((B, 0), dtype=dtype)
-    # explicit PDIP backend; qpax defaults (solver_tol 1e-5, max_iter 30) unless solver_kw
+    # explicit PDIP backend
     batched = jax.vmap(lambda Q, q, A, b, G, h: qpax.solve_qp_primal(Q, q, A, b, G, h, **solver_kw))
+    return lambda Q, q, G, h: batched(Q, q, A, b, G, h)
 
-    f = jax.jit(lambda Q, q, G, h: batched(Q, q, A, b, G, h))
-    g = jax.jit(jax.grad(lambda Q, q, G, h: batched(Q, q, A, b, G, h).sum(), argnums=(0, 1, 2, 3)))
+
+def setup_qpax(prob, dtype, **solver_kw):
+    jax = _jax()
+    import jax.numpy as jnp
+
+    B, n = prob["q"].shape
+    args = [jnp.asarray(prob[k], dtype=dtype) for k in "QqGh"]
+    batched = qpax_batched(B, n, dtype, **solver_kw)
+    f = jax.jit(batched)
+    g = jax.jit(jax.grad(lambda Q, q, G, h: batched(Q, q, G, h).sum(), argnums=(0, 1, 2, 3)))
     note = "gradients from qpax's relaxed (smoothed) KKT system"
     if solver_kw:
         note = ", ".join(f"{k}={v}" for k, v in solver_kw.items()) + "; " + note
