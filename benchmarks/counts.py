@@ -251,7 +251,8 @@ def main(argv=None):
     print(f"passes over the matrices (kernels with an operand of B n^2 = {size} elements or "
           f"more): forward {sum(fb.kernels.passes.values())}, backward "
           f"{sum(bb.kernels.passes.values())}, per iteration "
-          f"{sum(passes.values()) / max(iters, 1):.1f}: {dict(passes.most_common())}")
+          f"{sum(passes.values()) / max(iters, 1):.1f}: {dict(passes.most_common())}"
+          + (" (the compiled calls' own not counted)" if calls is not None else ""))
     both = fwd.calls + bwd.calls
     print(f"\nmost frequent calls (forward + backward, top {args.top}):")
     for name, c in both.most_common(args.top):
