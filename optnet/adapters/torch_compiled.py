@@ -8,16 +8,20 @@ well under a millisecond. This adapter hands CPU tensors to three such programs 
 views and the results back as tensors:
 
 * forward: the solution ``(x, z, y)``, the statuses and, when a gradient is wanted, the
-  residuals of ``jax.vjp`` (the closure ``jax.vjp`` returns is a pytree whose leaves are
-  the arrays the adjoint needs: the factorization of the active set, the solution), so
-  that backward does not solve again;
-* backward: that closure applied to the cotangents of ``x``, ``z`` and ``y``;
+  arrays of the solution's context (the factored active-set KKT system the derivatives
+  reuse, the solution, the data: :class:`_Residuals`), so that backward does not solve
+  again;
+* backward: the core's adjoint (``optnet.vjp``: one refined solve with that factorization)
+  applied to the cotangents of ``x``, ``z`` and ``y``;
 * forward mode: ``jax.jvp`` at the saved inputs (it solves again: forward mode has no
   residuals to keep from the forward call).
 
-The derivatives are those of ``optnet.jax.solve`` (the core's KKT adjoint, transposed by
-JAX), hence those of every other path to rounding. Each new shape, dtype or option set
-compiles once per process (seconds: 13 s for forward and backward at n = 10).
+The derivatives are the core's (``_adjoint``), those of every other path to rounding.
+(``jax.vjp`` of ``optnet.jax.solve`` would serve too, by JAX's transposition of the
+forward-mode rule, but its forward program then linearizes that rule as well and hands
+backward 45 arrays for n = 10, the context 23: what the adjoint reads, and nothing more.)
+Each new shape, dtype or option set compiles once per process (seconds: about 5 s for
+forward and backward at n = 10 on a 2-core CPU).
 
 Float64 tensors need JAX's 64-bit mode: the programs are traced and run inside
 ``jax.enable_x64(True)``, whatever the global setting, so ``compiled=True`` works in any
@@ -45,10 +49,46 @@ def _jax():
     return jax
 
 
+class _Static:
+    """The non-array part of a solution's context (shapes, settings, the backend), kept
+    as the auxiliary data of :class:`_Residuals`: compared by identity, so that the
+    backward program compiles once per forward program (each of whose traces makes one)."""
+
+    def __init__(self, rebuild):
+        self.rebuild = rebuild
+
+
+@functools.cache
+def _residuals_class():
+    jax = _jax()
+
+    @jax.tree_util.register_pytree_node_class
+    class _Residuals:
+        """The arrays of a solution's context (``_pipeline.Context``) as a JAX pytree, with
+        the function that rebuilds the context from them (:class:`_Static`)."""
+
+        def __init__(self, leaves, static):
+            self.leaves, self.static = tuple(leaves), static
+
+        def tree_flatten(self):
+            return self.leaves, self.static
+
+        @classmethod
+        def tree_unflatten(cls, static, leaves):
+            return cls(leaves, static)
+
+        def context(self):
+            return self.static.rebuild(list(self.leaves))
+
+    return _Residuals
+
+
 @functools.cache
 def _programs():
-    """The three jitted programs (built on first use: importing JAX takes a second)."""
+    """The jitted programs (built on first use: importing JAX takes a second)."""
     jax = _jax()
+    from .. import _adjoint, _lanes, _pipeline, backends
+    from .._types import QPSolution
     from .jax_autodiff import _qp
 
     def primal(options, init, *args):
@@ -58,19 +98,22 @@ def _programs():
     def forward(options, args, init):
         return primal(options, init, *args)
 
-    def forward_vjp(options, args, init):
-        xzy, vjp, st = jax.vjp(functools.partial(primal, options, init), *args, has_aux=True)
-        return xzy, st, vjp
+    def forward_saving(options, args, init):
+        sol = _pipeline.solve_arrays(backends.load("jax"), dict(zip(NAMES, args)), *options,
+                                     init)
+        leaves, rebuild = _lanes.split_arrays(sol.context)
+        return (sol.x, sol.z, sol.y), sol.status, _residuals_class()(leaves, _Static(rebuild))
 
-    def backward(vjp, cotangents):
-        return vjp(cotangents)
+    def backward(residuals, cotangents):
+        sol = QPSolution(*(None,) * (len(QPSolution._fields) - 1), context=residuals.context())
+        return tuple(_adjoint.vjp(sol, *cotangents))
 
     def tangent(options, args, init, tangents):
         _, dxzy, _ = jax.jvp(functools.partial(primal, options, init), args, tangents,
                              has_aux=True)
         return dxzy
 
-    return (jax.jit(forward, static_argnums=0), jax.jit(forward_vjp, static_argnums=0),
+    return (jax.jit(forward, static_argnums=0), jax.jit(forward_saving, static_argnums=0),
             jax.jit(backward), jax.jit(tangent, static_argnums=0))
 
 
@@ -107,14 +150,14 @@ class CompiledQPFunction(torch.autograd.Function):
         args = tuple(_host(a, k) for k, a in zip(NAMES, tensors))
         if init is not None:
             init = {k: _host(a, f"init[{k!r}]") for k, a in init.items()}
-        forward, forward_vjp, _, _ = _programs()
+        forward, forward_saving, _, _ = _programs()
         static = (None if tol is None else float(tol), None if max_iter is None else int(max_iter))
         with jax.enable_x64(True):
             if any(ctx.needs_input_grad[1:]):
-                (x, z, y), st, ctx.vjp = forward_vjp(static, args, init)
+                (x, z, y), st, ctx.residuals = forward_saving(static, args, init)
             else:
                 (x, z, y), st = forward(static, args, init)
-                ctx.vjp = None
+                ctx.residuals = None
         ctx.static, ctx.init = static, init
         ctx.given = tuple(a is not None for a in tensors)
         ctx.save_for_forward(*(a for a in tensors if a is not None))
@@ -124,13 +167,13 @@ class CompiledQPFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gx, gz, gy, _gstatus):
-        """The forward call's ``jax.vjp`` closure applied to the cotangents."""
+        """The core's adjoint on the forward call's context, applied to the cotangents."""
         jax = _jax()
-        if ctx.vjp is None:  # pragma: no cover - autograd only calls this when needed
+        if ctx.residuals is None:  # pragma: no cover - autograd only calls this when needed
             raise RuntimeError("compiled solve: backward without residuals")
         cot = tuple(g.detach().contiguous().numpy() for g in (gx, gz, gy))
         with jax.enable_x64(True):
-            grads = _programs()[2](ctx.vjp, cot)
+            grads = _programs()[2](ctx.residuals, cot)
         return (None, *(_tensor(g) if (given and need) else None
                         for g, given, need in zip(grads, ctx.given, ctx.needs_input_grad[1:])))
 
