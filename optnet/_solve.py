@@ -163,7 +163,9 @@ def _solve_jax_compiled(be, args: dict, tol, max_iter, init=None):
                                                                warm or None))
             return leaves
 
-        prog = _JAX_PROGRAMS[key] = (jax.jit(run), box)
+        from .backends.jax import compiler_options
+
+        prog = _JAX_PROGRAMS[key] = (jax.jit(run, compiler_options=compiler_options()), box)
         while len(_JAX_PROGRAMS) > JAX_PROGRAMS_KEPT:
             _JAX_PROGRAMS.popitem(last=False)
     _JAX_PROGRAMS.move_to_end(key)

@@ -113,8 +113,11 @@ def _programs():
                              has_aux=True)
         return dxzy
 
-    return (jax.jit(forward, static_argnums=0), jax.jit(forward_saving, static_argnums=0),
-            jax.jit(backward), jax.jit(tangent, static_argnums=0))
+    from ..backends.jax import compiler_options
+
+    jit = functools.partial(jax.jit, compiler_options=compiler_options())
+    return (jit(forward, static_argnums=0), jit(forward_saving, static_argnums=0),
+            jit(backward), jit(tangent, static_argnums=0))
 
 
 def _host(a, name):

@@ -7,12 +7,12 @@ computation runs in float32 (documented, with float32 tolerances).
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.scipy.linalg import solve_triangular as _jsolve_triangular
 
 from .._ops import Ops, blank_lanes, lane_shift
 
@@ -59,12 +59,36 @@ def _cholesky(H, shifts, factor_dtype, scale, skip, overwrite=False):
 
 
 def _solve_triangular(L, R, transpose):
-    X = _jsolve_triangular(L, R.astype(L.dtype), lower=True, trans=1 if transpose else 0)
+    # lax's own solve, not jax.scipy's: that one vectorizes over the batch (a broadcast
+    # and a squeeze around every solve, each a kernel XLA compiles: a fifth of the
+    # program's triangular-solve kernels at n = 10).
+    X = R.astype(L.dtype)
+    if L.shape[:-2] != X.shape[:-2]:
+        shape = jnp.broadcast_shapes(L.shape[:-2], X.shape[:-2])
+        L = jnp.broadcast_to(L, (*shape, *L.shape[-2:]))
+        X = jnp.broadcast_to(X, (*shape, *X.shape[-2:]))
+    X = lax.linalg.triangular_solve(L, X, left_side=True, lower=True, transpose_a=transpose)
     return X.astype(R.dtype)
 
 
 def _cond(pred, true_fn, false_fn):
     return lax.cond(pred, lambda _: true_fn(), lambda _: false_fn(), None)
+
+
+@functools.cache
+def compiler_options() -> dict | None:
+    """XLA options for the programs optnet compiles itself (``optnet.solve`` on JAX arrays,
+    ``optnet.torch.solve(compiled="jax")``; a user's own ``jax.jit`` compiles with the
+    user's options): XLA's loop emitters for CPU fusions instead of its newer MLIR fusion
+    emitters, which compile the solver's programs in half the time and run them as fast
+    or faster (``benchmarks/RESULTS.md``, 2026-12-04). None where this jaxlib does not
+    know the option (the probe compiles a one-operation program, once per process)."""
+    options = {"xla_cpu_use_fusion_emitters": False}
+    try:
+        jax.jit(lambda a: a + 1, compiler_options=options)(jnp.zeros(()))
+    except Exception:   # an unknown option: XLA raises at compile time
+        return None
+    return options
 
 
 def asarray(a):
