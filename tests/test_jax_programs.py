@@ -46,3 +46,31 @@ def test_jax_solves_reuse_one_compiled_program(monkeypatch, seeds=6):
         assert len(traces) == 1          # traced (and compiled) once for seven solves
     finally:
         jax.config.update("jax_enable_x64", before)
+
+
+def test_compiler_options_only_where_xla_knows_them(monkeypatch):
+    """optnet's own programs compile with ``COMPILER_OPTIONS`` where this jaxlib accepts
+    them, and with none (not an error) where it does not; the options reach the jit."""
+    jax = pytest.importorskip("jax")
+    from optnet import _solve
+    from optnet.backends import jax as jax_backend
+
+    assert not jax_backend.accepts({"xla_no_such_option_of_any_jaxlib": True})
+    assert jax_backend.accepts({})
+    wanted = jax_backend.COMPILER_OPTIONS if jax_backend.accepts(
+        jax_backend.COMPILER_OPTIONS) else None
+    assert jax_backend.compiler_options() == wanted
+
+    jits = []
+    real_jit = jax.jit
+
+    def spy(fn, **kw):
+        jits.append(kw.get("compiler_options"))
+        return real_jit(fn, **kw)
+
+    monkeypatch.setattr(jax, "jit", spy)
+    monkeypatch.setattr(_solve, "_JAX_PROGRAMS", type(_solve._JAX_PROGRAMS)())
+    data = paper_problem(np.random.default_rng(0), 1, n=3, p=4)
+    sol = optnet.solve(*(data[k] for k in ARGS), backend="jax")
+    assert int(np.asarray(sol.status)[0]) == int(optnet.Status.SOLVED)
+    assert jits == [wanted]

@@ -75,20 +75,29 @@ def _cond(pred, true_fn, false_fn):
     return lax.cond(pred, lambda _: true_fn(), lambda _: false_fn(), None)
 
 
+# XLA's loop emitters for CPU fusions instead of its newer MLIR fusion emitters: they
+# compile the solver's programs in half the time and run them as fast or faster
+# (benchmarks/RESULTS.md, 2026-12-04).
+COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
+
 @functools.cache
 def compiler_options() -> dict | None:
     """XLA options for the programs optnet compiles itself (``optnet.solve`` on JAX arrays,
     ``optnet.torch.solve(compiled="jax")``; a user's own ``jax.jit`` compiles with the
-    user's options): XLA's loop emitters for CPU fusions instead of its newer MLIR fusion
-    emitters, which compile the solver's programs in half the time and run them as fast
-    or faster (``benchmarks/RESULTS.md``, 2026-12-04). None where this jaxlib does not
-    know the option (the probe compiles a one-operation program, once per process)."""
-    options = {"xla_cpu_use_fusion_emitters": False}
+    user's options): :data:`COMPILER_OPTIONS` where this jaxlib knows them, else None (the
+    probe compiles a one-operation program, once per process)."""
+    return COMPILER_OPTIONS if accepts(COMPILER_OPTIONS) else None
+
+
+def accepts(options: dict) -> bool:
+    """Whether XLA compiles a program with ``options`` (it raises at compile time for an
+    option it does not know)."""
     try:
         jax.jit(lambda a: a + 1, compiler_options=options)(jnp.zeros(()))
-    except Exception:   # an unknown option: XLA raises at compile time
-        return None
-    return options
+    except Exception:
+        return False
+    return True
 
 
 def asarray(a):
