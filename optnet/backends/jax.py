@@ -23,11 +23,7 @@ def _chol(H, shift, scale):
     eye = jnp.eye(H.shape[-1], dtype=H.dtype)
     if not isinstance(shift, float) and jnp.ndim(shift) == 0:
         shift = jnp.asarray(shift, dtype=H.dtype)[None]          # one shift for every lane
-    # The lower triangle as it is, as LAPACK reads it on the other backends: symmetrizing
-    # (jnp's default) costs a transpose, a sum and a scaling of every matrix, 5% of a
-    # differentiated solve at n = p = 100, batch 128.
-    L = jnp.linalg.cholesky(H + eye * (lane_shift(shift) * scale)[:, None, :],
-                            symmetrize_input=False)
+    L = jnp.linalg.cholesky(H + eye * (lane_shift(shift) * scale)[:, None, :])
     ok = jnp.all(jnp.isfinite(L), axis=(-2, -1))
     return L, ok
 
