@@ -59,9 +59,8 @@ def _cholesky(H, shifts, factor_dtype, scale, skip, overwrite=False):
 
 
 def _solve_triangular(L, R, transpose):
-    # lax's own solve, not jax.scipy's: that one vectorizes over the batch (a broadcast
-    # and a squeeze around every solve, each a kernel XLA compiles: a fifth of the
-    # program's triangular-solve kernels at n = 10).
+    # lax's own solve, not jax.scipy's: that one vectorizes over the batch, with a
+    # broadcast and a squeeze around solves that are kernels XLA must compile.
     X = R.astype(L.dtype)
     if L.shape[:-2] != X.shape[:-2]:
         shape = jnp.broadcast_shapes(L.shape[:-2], X.shape[:-2])
