@@ -52,7 +52,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from array_api_compat import is_torch_array
+from array_api_compat import array_namespace, is_torch_array
 
 from ._ops import lane_shift
 from ._problem import Problem
@@ -67,8 +67,19 @@ def _rows(M) -> bool:
     return is_torch_array(M) and M.device.type == "cpu"
 
 
+def _shared(M, v) -> bool:
+    """``M`` (1, r, c) is shared by the lanes of ``v`` (B > 1, ...): its products with
+    them are then one product of two matrices (the lanes stacked as rows), where a
+    batched product would multiply each lane's row or columns by the broadcast matrix
+    separately (the OptNet paper's Sudoku layer, A of 40 x 64 and G = -I shared by 150
+    lanes: 0.13 ms a product against 0.02 ms, on a CPU with torch)."""
+    return M.shape[0] == 1 and v.shape[0] != 1
+
+
 def mv(M, v):
     """Batched ``M @ v`` for M (1|B, r, c), v (B, c) -> (B, r)."""
+    if _shared(M, v):
+        return v @ M[0, ...].mT
     if _rows(M):
         return (v[..., None, :] @ M.mT)[..., 0, :]
     return (M @ v[..., None])[..., 0]
@@ -76,16 +87,35 @@ def mv(M, v):
 
 def mtv(M, v):
     """Batched ``M' @ v`` for M (1|B, r, c), v (B, r) -> (B, c)."""
+    if _shared(M, v):
+        return v @ M[0, ...]
     return (v[..., None, :] @ M)[..., 0, :]
+
+
+def _rows_of(R):
+    """The columns of R (B, c, k) as the rows of one (B k, c) matrix."""
+    B, c, k = R.shape
+    return array_namespace(R).reshape(R.mT, (B * k, c))
+
+
+def _unstacked(P, B: int, k: int):
+    """:func:`_rows_of` undone: P (B k, r) -> (B, r, k)."""
+    return array_namespace(P).reshape(P, (B, k, P.shape[-1])).mT
 
 
 def mm(M, R):
     """Batched ``M @ R`` for M (1|B, r, c), R (B, c, k) with few columns -> (B, r, k)."""
+    if _shared(M, R):
+        B, _, k = R.shape
+        return _unstacked(_rows_of(R) @ M[0, ...].mT, B, k)
     return (R.mT @ M.mT).mT if _rows(M) else M @ R
 
 
 def mtm(xp, M, R):
     """Batched ``M' @ R`` for M (1|B, r, c), R (B, r, k) with few columns -> (B, c, k)."""
+    if _shared(M, R):
+        B, _, k = R.shape
+        return _unstacked(_rows_of(R) @ M[0, ...], B, k)
     return (R.mT @ M).mT if _rows(M) else xp.matrix_transpose(M) @ R
 
 
