@@ -37,7 +37,7 @@ from ._types import Status
 __all__ = ["RUNNING", "Settings", "State", "default_settings", "iteration_problem", "resume",
            "run", "start"]
 
-def iteration_problem(xp, ops, prob: Problem, cfg: Settings) -> Problem:
+def iteration_problem(xp, ops, prob: Problem, cfg: Settings, structure=None) -> Problem:
     """``prob`` as the interior point iterates it, on eager backends (one host read, once:
     a problem already ``examined`` is returned as it is):
 
@@ -56,11 +56,16 @@ def iteration_problem(xp, ops, prob: Problem, cfg: Settings) -> Problem:
       as a solve is measured less accurate than the iteration needs. The polish and the
       derivatives factor in float64 regardless.
 
-    Otherwise (and on traced backends: both choices read the data on the host, and a
-    traced ``cond`` under ``vmap`` would run both branches) ``prob`` itself.
+    Otherwise ``prob`` itself. On traced backends both choices would read the data on the
+    host (a traced ``cond`` under ``vmap`` would run both branches): there ``structure``,
+    the flags :func:`structure_of` computed where the data were concrete (a program that
+    optnet compiles for given arrays: ``_solve``, ``adapters/torch_compiled``), or None,
+    decides the first three (mixed precision is an eager choice).
     """
-    if not ops.eager or prob.examined:
+    if prob.examined:
         return prob
+    if not ops.eager:
+        return prob if structure is None else _structured(prob, *structure)
     bounds, diagonal, definite = _structure(xp, prob)
     flags = (xp.astype(bounds, xp.int32) + 2 * xp.astype(diagonal, xp.int32)
              + 4 * xp.astype(definite, xp.int32))
@@ -78,24 +83,37 @@ def iteration_problem(xp, ops, prob: Problem, cfg: Settings) -> Problem:
         fits = (mat >= lo) & (mat <= hi) & (vec <= hi)
         flags = flags + 8 * xp.astype(xp.all(fits | prob.bad), xp.int32)
     flags = int(flags)
-    prob = prob._replace(examined=True, bound_rows=bool(flags & 1),
-                         definite_diagonal=bool(flags & 4))
-    if flags & 3 == 3:
-        return prob._replace(diagonal_h=True)
-    if flags & 8:
+    prob = _structured(prob, bool(flags & 1), bool(flags & 2), bool(flags & 4))
+    if flags & 8 and not prob.diagonal_h:
         return prob._replace(factor_dtype=xp.float32)
     return prob
+
+
+def _structured(prob: Problem, bounds: bool, diagonal: bool, definite: bool) -> Problem:
+    """``prob`` examined, with the flags of its structure (:func:`iteration_problem`)."""
+    return prob._replace(examined=True, bound_rows=bounds, definite_diagonal=definite,
+                         diagonal_h=bounds and diagonal)
 
 
 def _structure(xp, prob: Problem):
     """0-d bools, over every lane: no row of ``G`` has two nonzeros; ``Q`` is diagonal;
     ``Q`` is diagonal with positive entries."""
-    eye = xp.eye(prob.n, dtype=xp.bool, device=prob.device)
-    diagonal = xp.all(xp.where(eye, 0.0, prob.Q) == 0.0)
-    definite = diagonal & xp.all(xp.linalg.diagonal(prob.Q) > 0.0)
-    bounds = xp.asarray(True, device=prob.device)
-    if prob.p:
-        nonzeros = xp.sum(xp.astype(prob.G != 0.0, xp.int32), axis=-1)
+    return structure_of(xp, prob.Q, prob.G if prob.p else None)
+
+
+def structure_of(xp, Q, G):
+    """0-d bools over every lane of ``Q`` (..., n, n) and ``G`` (..., p, n) or None: no row
+    of ``G`` has two nonzeros (bounds on the variables); ``Q`` is diagonal; ``Q`` is
+    diagonal with positive entries. On the user's arrays as on the canonical problem
+    (canonicalizing and equilibrating keep every zero); where a lane holds NaN the
+    answer is False, the general path."""
+    device = getattr(Q, "device", None)
+    eye = xp.eye(Q.shape[-1], dtype=xp.bool, device=device)
+    diagonal = xp.all(xp.where(eye, 0.0, Q) == 0.0)
+    definite = diagonal & xp.all(xp.linalg.diagonal(Q) > 0.0)
+    bounds = xp.asarray(True, device=device)
+    if G is not None and G.shape[-2]:
+        nonzeros = xp.sum(xp.astype(G != 0.0, xp.int32), axis=-1)
         bounds = xp.all(nonzeros <= 1)
     return bounds, diagonal, definite
 

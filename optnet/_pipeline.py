@@ -37,10 +37,12 @@ def context_only(sol: QPSolution) -> QPSolution:
     return QPSolution(*(None,) * (len(QPSolution._fields) - 1), context=sol.context)
 
 
-def solve_arrays(be, args: dict, tol=None, max_iter=None, init=None) -> QPSolution:
+def solve_arrays(be, args: dict, tol=None, max_iter=None, init=None,
+                 structure=None) -> QPSolution:
     """Solve with backend module ``be``; ``args`` maps "Q".."b" to arrays of ``be`` or None;
     ``init`` (optional) maps "x" and optionally "z", "y" to arrays of ``be`` (a warm start,
-    ``_warm``).
+    ``_warm``); ``structure`` (optional, traced backends): the three bools of
+    ``_pdipm.structure_of`` on the concrete data of a program being compiled for them.
 
     Where ``be.route`` sends the inputs to another backend (``Backend.route``), that one
     solves and the solution comes back in ``be``'s arrays.
@@ -48,7 +50,7 @@ def solve_arrays(be, args: dict, tol=None, max_iter=None, init=None) -> QPSoluti
     routed = be.route(args, init) if be.route is not None else None
     if routed is not None:
         other, other_args, other_init, back = routed
-        return back(solve_arrays(other, other_args, tol, max_iter, other_init))
+        return back(solve_arrays(other, other_args, tol, max_iter, other_init, structure))
     xp, ops = be.namespace, be.ops
     prob = canonicalize(xp, *(args[k] for k in ARG_NAMES),
                         has_float64=be.has_float64(getattr(args["Q"], "device", None)))
@@ -62,9 +64,10 @@ def solve_arrays(be, args: dict, tol=None, max_iter=None, init=None) -> QPSoluti
         # (polish, residuals, derivatives) on the original one.
         sprob, sc = _scaling.equilibrate(
             xp, prob, cfg, eager=ops.eager, while_loop=None if ops.eager else ops.while_loop)
-        # Its structure (one host read, eager backends) is the original problem's too:
-        # the equilibration scales rows and columns, which keeps every zero.
-        sprob = _pdipm.iteration_problem(xp, ops, sprob, cfg)
+        # Its structure (one host read, eager backends; given, or none, where traced) is
+        # the original problem's too: the equilibration scales rows and columns, which
+        # keeps every zero.
+        sprob = _pdipm.iteration_problem(xp, ops, sprob, cfg, structure)
         prob = prob._replace(bound_rows=sprob.bound_rows,
                              definite_diagonal=sprob.definite_diagonal)
         warm = None if warm is None else _warm.scaled(warm, sc)

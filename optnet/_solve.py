@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import collections
+import functools
 
 import numpy as np
 
 from . import backends
 from ._lanes import split_arrays
+from ._pdipm import structure_of
 from ._pipeline import solve_arrays
 from ._types import STATUS_EXPLANATIONS, QPError, QPSolution, Status
 from ._warm import as_mapping
@@ -129,6 +131,14 @@ _JAX_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 JAX_PROGRAMS_KEPT = 16
 
 
+@functools.cache
+def _structure_program(be):
+    """``_pdipm.structure_of`` of ``(Q, G)`` as a jitted JAX function of backend ``be``."""
+    import jax
+
+    return jax.jit(lambda Q, G: structure_of(be.namespace, Q, G))
+
+
 def _solve_jax_compiled(be, args: dict, tol, max_iter, init=None):
     """``solve_arrays`` on JAX arrays as one compiled program, reused by every later call
     with the same signature.
@@ -152,15 +162,18 @@ def _solve_jax_compiled(be, args: dict, tol, max_iter, init=None):
                                              str(getattr(a, "sharding", "")))
                      for a in arrs.values())
 
+    # The structure an eager solve reads on the host (bounds, a diagonal Q: _pdipm), read
+    # here from the concrete data, once per call: a program per structure.
+    structure = tuple(bool(f) for f in _structure_program(be)(args["Q"], args.get("G")))
     key = (signature(args), tuple(sorted(init)), signature(init), tol, max_iter,
-           bool(jax.config.jax_enable_x64))
+           bool(jax.config.jax_enable_x64), structure)
     prog = _JAX_PROGRAMS.get(key)
     if prog is None:
         box = {}
 
         def run(arrs, warm):
             leaves, box["rebuild"] = split_arrays(solve_arrays(be, arrs, tol, max_iter,
-                                                               warm or None))
+                                                               warm or None, structure))
             return leaves
 
         from .backends.jax import compiler_options

@@ -74,3 +74,61 @@ def test_compiler_options_only_where_xla_knows_them(monkeypatch):
     sol = optnet.solve(*(data[k] for k in ARGS), backend="jax")
     assert int(np.asarray(sol.status)[0]) == int(optnet.Status.SOLVED)
     assert jits == [wanted]
+
+
+def _bounded_diagonal(rng, B=3, n=6, m=2):
+    """A diagonal Q, bounds 0 <= x <= 1 (G = [I; -I]), a shared equality block."""
+    Q = np.diag(rng.uniform(0.5, 2.0, n))
+    G = np.concatenate([np.eye(n), -np.eye(n)])
+    h = np.concatenate([np.ones(n), np.zeros(n)])
+    A = rng.uniform(size=(m, n))
+    return dict(Q=Q, q=rng.normal(size=(B, n)), G=G, h=h, A=A, b=A @ np.full(n, 0.5))
+
+
+@pytest.mark.parametrize("structured", [True, False], ids=["bounds-diagonal", "general"])
+def test_jax_programs_take_the_structured_path_of_their_data(monkeypatch, structured):
+    """The programs optnet compiles for concrete JAX arrays read the data's structure first
+    (bounds on the variables, a diagonal Q), as an eager solve does: a problem that has it
+    factors vectors in the interior point (``_kkt._factor_diagonal``), one that does not
+    (a coupled Q) the full matrix; the answers are NumPy's either way."""
+    jax = pytest.importorskip("jax")
+    from optnet import _kkt, _solve
+
+    data = _bounded_diagonal(np.random.default_rng(1))
+    if not structured:
+        data["Q"] = data["Q"] + 0.1
+    calls = []
+    inner = _kkt._factor_diagonal
+
+    def counted(*args, **kw):
+        calls.append(1)
+        return inner(*args, **kw)
+
+    monkeypatch.setattr(_kkt, "_factor_diagonal", counted)
+    monkeypatch.setattr(_solve, "_JAX_PROGRAMS", type(_solve._JAX_PROGRAMS)())
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        sol = optnet.solve(**data, backend="jax")
+        ref = optnet.solve(**data, backend="numpy")
+    finally:
+        jax.config.update("jax_enable_x64", before)
+    np.testing.assert_array_equal(np.asarray(sol.status), ref.status)
+    assert (ref.status == int(optnet.Status.SOLVED)).all()
+    np.testing.assert_allclose(np.asarray(sol.x), ref.x, rtol=1e-8, atol=1e-9)
+    assert bool(calls) == structured
+
+
+def test_structure_of_the_data():
+    """``structure_of``: bounds need every row of G with at most one nonzero, a lane with
+    NaN is not structured, no G is bounds."""
+    from optnet._pdipm import structure_of
+
+    eye = np.eye(3)
+    assert [bool(f) for f in structure_of(np, eye, -eye)] == [True, True, True]
+    assert [bool(f) for f in structure_of(np, eye, None)] == [True, True, True]
+    assert [bool(f) for f in structure_of(np, -eye, np.ones((2, 3)))] == [False, True, False]
+    coupled = np.stack([eye, eye + 0.5])
+    assert [bool(f) for f in structure_of(np, coupled, eye)] == [True, False, False]
+    nan = np.stack([eye, np.full((3, 3), np.nan)])
+    assert [bool(f) for f in structure_of(np, nan, eye)] == [True, False, False]

@@ -23,10 +23,17 @@ from . import outputs
 NAMES = ("Q", "q", "G", "h", "A", "b")
 
 
+def _solve(options, args, init):
+    """``solve_arrays`` on JAX; ``options``: ``(tol, max_iter)`` or ``(tol, max_iter,
+    structure)`` (``_pdipm.structure_of`` of concrete data, where a caller knows it)."""
+    tol, max_iter, *structure = options
+    return _pipeline.solve_arrays(backends.load("jax"), dict(zip(NAMES, args)), tol, max_iter,
+                                  init, *structure)
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _qp(options, Q, q, G, h, A, b, init):
-    sol = _pipeline.solve_arrays(backends.load("jax"), dict(zip(NAMES, (Q, q, G, h, A, b))),
-                                 *options, init)
+    sol = _solve(options, (Q, q, G, h, A, b), init)
     return sol.x, sol.z, sol.y, sol.status
 
 
@@ -34,8 +41,7 @@ def _qp(options, Q, q, G, h, A, b, init):
 def _qp_jvp(options, primals, tangents):
     # The warm start (the last primal) only chooses where the iteration begins: the
     # solution does not depend on it, and its tangent is ignored.
-    sol = _pipeline.solve_arrays(backends.load("jax"), dict(zip(NAMES, primals[:6])), *options,
-                                 primals[6])
+    sol = _solve(options, primals[:6], primals[6])
     given = {f"d{k}": t for k, p, t in zip(NAMES, primals[:6], tangents[:6]) if p is not None}
     t = _adjoint.jvp(sol, **given)
     status_dot = np.zeros(sol.status.shape, dtype=jax.dtypes.float0)

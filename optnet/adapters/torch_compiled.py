@@ -36,6 +36,8 @@ import functools
 import numpy as np
 import torch
 
+from .._pdipm import structure_of
+
 NAMES = ("Q", "q", "G", "h", "A", "b")
 
 
@@ -87,9 +89,9 @@ def _residuals_class():
 def _programs():
     """The jitted programs (built on first use: importing JAX takes a second)."""
     jax = _jax()
-    from .. import _adjoint, _lanes, _pipeline, backends
+    from .. import _adjoint, _lanes
     from .._types import QPSolution
-    from .jax_autodiff import _qp
+    from .jax_autodiff import _qp, _solve
 
     def primal(options, init, *args):
         x, z, y, st = _qp(options, *args, init)
@@ -99,8 +101,7 @@ def _programs():
         return primal(options, init, *args)
 
     def forward_saving(options, args, init):
-        sol = _pipeline.solve_arrays(backends.load("jax"), dict(zip(NAMES, args)), *options,
-                                     init)
+        sol = _solve(options, args, init)
         leaves, rebuild = _lanes.split_arrays(sol.context)
         return (sol.x, sol.z, sol.y), sol.status, _residuals_class()(leaves, _Static(rebuild))
 
@@ -154,7 +155,11 @@ class CompiledQPFunction(torch.autograd.Function):
         if init is not None:
             init = {k: _host(a, f"init[{k!r}]") for k, a in init.items()}
         forward, forward_saving, _, _ = _programs()
-        static = (None if tol is None else float(tol), None if max_iter is None else int(max_iter))
+        # The structure an eager solve reads on the host (bounds, a diagonal Q), read here
+        # from the data: the programs compiled for it take the structured path.
+        structure = tuple(bool(f) for f in structure_of(np, args[0], args[2]))
+        static = (None if tol is None else float(tol), None if max_iter is None else int(max_iter),
+                  structure)
         with jax.enable_x64(True):
             if any(ctx.needs_input_grad[1:]):
                 (x, z, y), st, ctx.residuals = forward_saving(static, args, init)
