@@ -391,3 +391,45 @@ def test_sharded_batch_over_two_cpu_devices():
     assert float(lines["x_err"]) <= 1e-12
     assert float(lines["grad_err"]) <= 1e-12
     assert lines["status"] == "all_solved"
+
+
+@pytest.mark.parametrize("constant", [True, False], ids=["Q-G-constants", "Q-G-traced"])
+def test_constant_bounds_and_diagonal_take_the_structured_path(monkeypatch, constant):
+    """Inside a user's ``jit``, a diagonal ``Q`` and bounds ``G`` that are constants of the
+    program (the Sudoku layer's kind) take the structured path (``_kkt._factor_diagonal``),
+    as eager solves do; traced, they cannot (the general path). Solution and the
+    gradients of ``q`` and ``A`` are NumPy's either way."""
+    from optnet import _kkt
+
+    calls = []
+    inner = _kkt._factor_diagonal
+
+    def counted(*args, **kw):
+        calls.append(1)
+        return inner(*args, **kw)
+
+    monkeypatch.setattr(_kkt, "_factor_diagonal", counted)
+    rng = np.random.default_rng(7)
+    n, m, batch = 7, 2, 3
+    Q, G, h = 0.1 * np.eye(n), -np.eye(n), np.zeros(n)
+    A = rng.uniform(size=(m, n))
+    q, b = -rng.uniform(size=(batch, n)), A @ np.ones(n)
+    w = np.linspace(0.5, 1.5, n)
+
+    if constant:
+        def loss(q, A):
+            return (optnet.jax.solve(Q, q, G, h, A, b) * w).sum()
+        fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+        value, (gq, gA) = fn(jnp.asarray(q), jnp.asarray(A))
+    else:
+        def loss(Q, q, G, A):
+            return (optnet.jax.solve(Q, q, G, h, A, b) * w).sum()
+        fn = jax.jit(jax.value_and_grad(loss, argnums=(1, 3)))
+        value, (gq, gA) = fn(*(jnp.asarray(a) for a in (Q, q, G, A)))
+    assert bool(calls) == constant
+    sol = optnet.solve(Q, q, G, h, A, b, backend="numpy")
+    assert (sol.status == SOLVED).all()
+    grads = optnet.vjp(sol, np.broadcast_to(w, (batch, n)))
+    np.testing.assert_allclose(float(value), float((sol.x * w).sum()), rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(gq), grads.q, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(gA), grads.A, rtol=1e-7, atol=1e-9)
