@@ -101,6 +101,18 @@ def _structure(xp, prob: Problem):
     return structure_of(xp, prob.Q, prob.G if prob.p else None)
 
 
+def structure_readable(xp, Q, G) -> bool:
+    """Whether :func:`structure_of` can read ``Q`` and ``G`` (None or an array) as given:
+    real or integer arrays, ``Q`` (..., n, n), ``G`` (..., p, n). Callers skip it otherwise
+    and leave the checks of ``canonicalize`` to say what is wrong."""
+    def real(a):
+        return xp.isdtype(a.dtype, ("real floating", "integral"))
+
+    if Q.ndim < 2 or Q.shape[-1] != Q.shape[-2] or not real(Q):
+        return False
+    return G is None or (G.ndim >= 2 and G.shape[-1] == Q.shape[-1] and real(G))
+
+
 def structure_of(xp, Q, G):
     """0-d bools over every lane of ``Q`` (..., n, n) and ``G`` (..., p, n) or None: no row
     of ``G`` has two nonzeros (bounds on the variables); ``Q`` is diagonal; ``Q`` is

@@ -132,3 +132,22 @@ def test_structure_of_the_data():
     assert [bool(f) for f in structure_of(np, coupled, eye)] == [True, False, False]
     nan = np.stack([eye, np.full((3, 3), np.nan)])
     assert [bool(f) for f in structure_of(np, nan, eye)] == [True, False, False]
+
+
+@pytest.mark.parametrize("path", ["optnet.solve", "optnet.jax.solve", "compiled-jax"])
+@pytest.mark.parametrize("bad", ["vector", "not square"])
+def test_malformed_q_gets_the_clear_error_before_any_structure_is_read(path, bad):
+    """The structure read ahead of compiling (``structure_of``) never hides the input
+    checks: a malformed ``Q`` gets their ValueError naming it, on every compiled path."""
+    jax = pytest.importorskip("jax")
+    Q = np.ones(3) if bad == "vector" else np.ones((3, 4))
+    args = (Q, np.ones(3), -np.eye(3), np.zeros(3))
+    want = "at least 2 dimension" if bad == "vector" else "must be square"
+    with pytest.raises(ValueError, match=f"Q must .*{want}|Q must be square"):
+        if path == "optnet.solve":
+            optnet.solve(*args, backend="jax")
+        elif path == "optnet.jax.solve":
+            jax.jit(lambda q: optnet.jax.solve(args[0], q, *args[2:]))(np.ones(3))
+        else:
+            torch = pytest.importorskip("torch")
+            optnet.torch.solve(*(torch.as_tensor(a) for a in args), compiled="jax")

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _adjoint, _pipeline, _warm, backends
-from .._pdipm import structure_of
+from .._pdipm import structure_of, structure_readable
 from . import outputs
 
 NAMES = ("Q", "q", "G", "h", "A", "b")
@@ -86,14 +86,14 @@ def solve(Q, q, G=None, h=None, A=None, b=None, *, tol=None, max_iter=None, dual
     """
     args = tuple(_as_float(a) for a in (Q, q, G, h, A, b))
     options = (None if tol is None else float(tol), None if max_iter is None else int(max_iter))
-    # (The arguments as given: inside a trace even jnp.asarray of a NumPy array is traced.)
-    Qc, Gc = Q, G
-    if not any(isinstance(a, jax.core.Tracer) for a in (Qc, Gc)):
-        # Q and G known at trace time (constants of the caller's program, as the Sudoku
-        # layer's 0.1 I and -I are): their structure chooses the program's path as an eager
-        # solve's host read would (_pdipm.iteration_problem).
-        options += (tuple(bool(f) for f in structure_of(
-            np, np.asarray(Qc), None if Gc is None else np.asarray(Gc))),)
+    # Q and G known at trace time (constants of the caller's program, as the Sudoku layer's
+    # 0.1 I and -I are): their structure chooses the program's path as an eager solve's
+    # host read would (_pdipm.iteration_problem). (The arguments as given: inside a trace
+    # even jnp.asarray of a NumPy array is traced.)
+    if not any(isinstance(a, jax.core.Tracer) for a in (Q, G)):
+        Qc, Gc = np.asarray(Q), None if G is None else np.asarray(G)
+        if structure_readable(np, Qc, Gc):
+            options += (tuple(bool(f) for f in structure_of(np, Qc, Gc)),)
     init = _warm.as_mapping(init)
     if init is not None:
         init = {k: None if a is None else jax.lax.stop_gradient(_as_float(a))
