@@ -6,6 +6,7 @@
 * ``backend``: the array backends every core test runs on.
 * ``to_numpy``: convert any result array back to NumPy.
 * ``torch_native``: the torch backend's own iteration even for small CPU problems.
+* ``diagonal_factorizations``: the calls of the structured (diagonal ``H``) factorization.
 * The ``slow`` marker and the hypothesis profiles (``ci``, the default, is
   derandomized so that CI runs are reproducible; ``HYPOTHESIS_PROFILE=dev``
   draws fresh examples, ``HYPOTHESIS_PROFILE=thorough`` ten times as many).
@@ -118,6 +119,24 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def diagonal_factorizations(monkeypatch):
+    """A list that grows by one at every call (or trace) of ``_kkt._factor_diagonal``, the
+    interior point's factorization of a diagonal ``H``: whether a solve took the
+    structured path (bounds and a diagonal ``Q``)."""
+    from optnet import _kkt
+
+    calls = []
+    inner = _kkt._factor_diagonal
+
+    def counted(*args, **kw):
+        calls.append(1)
+        return inner(*args, **kw)
+
+    monkeypatch.setattr(_kkt, "_factor_diagonal", counted)
+    return calls
 
 
 def patch_settings(monkeypatch, **changes):

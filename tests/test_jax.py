@@ -394,21 +394,12 @@ def test_sharded_batch_over_two_cpu_devices():
 
 
 @pytest.mark.parametrize("constant", [True, False], ids=["Q-G-constants", "Q-G-traced"])
-def test_constant_bounds_and_diagonal_take_the_structured_path(monkeypatch, constant):
+def test_constant_bounds_and_diagonal_take_the_structured_path(diagonal_factorizations, constant):
     """Inside a user's ``jit``, a diagonal ``Q`` and bounds ``G`` that are constants of the
     program (the Sudoku layer's kind) take the structured path (``_kkt._factor_diagonal``),
     as eager solves do; traced, they cannot (the general path). Solution and the
     gradients of ``q`` and ``A`` are NumPy's either way."""
-    from optnet import _kkt
-
-    calls = []
-    inner = _kkt._factor_diagonal
-
-    def counted(*args, **kw):
-        calls.append(1)
-        return inner(*args, **kw)
-
-    monkeypatch.setattr(_kkt, "_factor_diagonal", counted)
+    calls = diagonal_factorizations
     rng = np.random.default_rng(7)
     n, m, batch = 7, 2, 3
     Q, G, h = 0.1 * np.eye(n), -np.eye(n), np.zeros(n)

@@ -86,25 +86,19 @@ def _bounded_diagonal(rng, B=3, n=6, m=2):
 
 
 @pytest.mark.parametrize("structured", [True, False], ids=["bounds-diagonal", "general"])
-def test_jax_programs_take_the_structured_path_of_their_data(monkeypatch, structured):
+def test_jax_programs_take_the_structured_path_of_their_data(monkeypatch, diagonal_factorizations,
+                                                             structured):
     """The programs optnet compiles for concrete JAX arrays read the data's structure first
     (bounds on the variables, a diagonal Q), as an eager solve does: a problem that has it
     factors vectors in the interior point (``_kkt._factor_diagonal``), one that does not
     (a coupled Q) the full matrix; the answers are NumPy's either way."""
     jax = pytest.importorskip("jax")
-    from optnet import _kkt, _solve
+    from optnet import _solve
 
     data = _bounded_diagonal(np.random.default_rng(1))
     if not structured:
         data["Q"] = data["Q"] + 0.1
-    calls = []
-    inner = _kkt._factor_diagonal
-
-    def counted(*args, **kw):
-        calls.append(1)
-        return inner(*args, **kw)
-
-    monkeypatch.setattr(_kkt, "_factor_diagonal", counted)
+    calls = diagonal_factorizations
     monkeypatch.setattr(_solve, "_JAX_PROGRAMS", type(_solve._JAX_PROGRAMS)())
     before = jax.config.jax_enable_x64
     jax.config.update("jax_enable_x64", True)

@@ -193,21 +193,12 @@ def test_compiled_errors():
         torch.func.grad(f)(args[1])
 
 
-def test_compiled_jax_takes_the_structured_path(monkeypatch):
+def test_compiled_jax_takes_the_structured_path(diagonal_factorizations):
     """``compiled="jax"`` reads the data's structure before compiling, as the eager solve
     does: with a diagonal Q and bounds (the Sudoku layer's kind, A shared) the interior
     point factors vectors (``_kkt._factor_diagonal``); answers and gradients of all six
     inputs are the default path's."""
-    from optnet import _kkt
-
-    calls = []
-    inner = _kkt._factor_diagonal
-
-    def counted(*args, **kw):
-        calls.append(1)
-        return inner(*args, **kw)
-
-    monkeypatch.setattr(_kkt, "_factor_diagonal", counted)
+    calls = diagonal_factorizations
     rng = np.random.default_rng(5)
     n, m, B = 9, 3, 4
     A = rng.uniform(size=(m, n))
