@@ -145,3 +145,40 @@ def test_malformed_q_gets_the_clear_error_before_any_structure_is_read(path, bad
         else:
             torch = pytest.importorskip("torch")
             optnet.torch.solve(*(torch.as_tensor(a) for a in args), compiled="jax")
+
+
+def test_jax_cholesky_takes_each_lanes_first_working_shift():
+    """The JAX backend's Cholesky with several shifts: each lane gets the first shift for
+    which ``H + shift diag(scale)`` factors (a definite lane the first, a singular one the
+    second, an indefinite one the third), a lane no shift saves is not ``ok``, inside
+    ``jit`` as outside."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    from optnet.backends.jax import ops
+
+    k = 4
+    rng = np.random.default_rng(3)
+    R = rng.normal(size=(k, k))
+    definite = R @ R.T + np.eye(k)
+    singular = np.outer(R[0], R[0]) + np.outer(R[1], R[1])          # rank 2
+    indefinite = np.diag([1.0, 2.0, -0.5, 1.0])
+    hopeless = np.full((k, k), np.nan)
+    H = np.stack([definite, singular, indefinite, hopeless])
+    scale = np.ones((4, k))
+    shifts = (0.0, 1e-6, 1.0)
+    want_shift = [0.0, 1e-6, 1.0]
+    skip = np.zeros(4, dtype=bool)
+    for run in (ops.cholesky, jax.jit(lambda H, s, sk: ops.cholesky(H, shifts, H.dtype, s, sk))):
+        if run is ops.cholesky:
+            L, ok = run(jnp.asarray(H), shifts, jnp.float64, jnp.asarray(scale), jnp.asarray(skip))
+        else:
+            L, ok = run(jnp.asarray(H), jnp.asarray(scale), jnp.asarray(skip))
+        L, ok = np.asarray(L), np.asarray(ok)
+        assert ok.tolist() == [True, True, True, False]
+        for i in range(3):
+            np.testing.assert_allclose(L[i] @ L[i].T, H[i] + want_shift[i] * np.eye(k),
+                                       rtol=1e-12, atol=1e-12)
+            assert np.allclose(np.triu(L[i], 1), 0.0)
+        np.testing.assert_array_equal(L[3], np.eye(k))      # the identity where none works

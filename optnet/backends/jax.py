@@ -30,11 +30,13 @@ def _chol(H, shift, scale):
 
 def _cholesky(H, shifts, factor_dtype, scale, skip, overwrite=False):
     """Cholesky of ``H + shift diag(scale)`` with the first of ``shifts`` that works, lane
-    by lane (see ``_eager.cholesky_per_lane``), as one factorization in the program.
+    by lane (see ``_eager.cholesky_per_lane``).
 
-    The shifts are a ``while_loop`` over their index that goes on while some lane has
-    failed: one Cholesky in the trace whatever the number of shifts (a Python
-    loop of ``cond``s would compile one per shift, at every factorization site).
+    The first shift is tried once; the others are a ``while_loop`` over their index that
+    runs while some lane has failed: two Cholesky calls in the trace whatever the number
+    of shifts (a Python loop of ``cond``s would compile one per shift, at every
+    factorization site), and where the first try succeeds in every lane, as it nearly
+    always does, the loop takes no step (a step selects between two factors of every lane).
     """
     H, scale = blank_lanes(jnp, H.astype(factor_dtype), scale.astype(factor_dtype), skip)
     eye = jnp.eye(H.shape[-1], dtype=H.dtype)
@@ -52,8 +54,8 @@ def _cholesky(H, shifts, factor_dtype, scale, skip, overwrite=False):
             L2, ok2 = _chol(H, tries[i], scale)
             return i + 1, jnp.where(ok[:, None, None], L, L2), ok | ok2
 
-        start = (jnp.asarray(0), jnp.broadcast_to(eye, H.shape), jnp.zeros(H.shape[:1], bool))
-        _, L, ok = lax.while_loop(more, attempt, start)
+        L, ok = _chol(H, tries[0], scale)
+        _, L, ok = lax.while_loop(more, attempt, (jnp.asarray(1), L, ok))
     L = jnp.where(ok[:, None, None], L, eye)
     return L, ok      # in factor_dtype: a float32 factor solves in float32
 
