@@ -101,6 +101,16 @@ def _structure(xp, prob: Problem):
     return structure_of(xp, prob.Q, prob.G if prob.p else None)
 
 
+def known_structure(xp, Q, G, compute=None):
+    """:func:`structure_of` of concrete ``Q`` and ``G`` as a tuple of three Python bools
+    (one host read), or None where :func:`structure_readable` says it cannot be read.
+    ``compute``: a function of ``(Q, G)`` to use instead (a compiled one)."""
+    if not structure_readable(xp, Q, G):
+        return None
+    flags = (compute or (lambda Q, G: structure_of(xp, Q, G)))(Q, G)
+    return tuple(bool(f) for f in flags)
+
+
 def structure_readable(xp, Q, G) -> bool:
     """Whether :func:`structure_of` can read ``Q`` and ``G`` (None or an array) as given:
     real or integer arrays, ``Q`` (..., n, n), ``G`` (..., p, n). Callers skip it otherwise

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import backends
 from ._lanes import split_arrays
-from ._pdipm import structure_of, structure_readable
+from ._pdipm import known_structure, structure_of
 from ._pipeline import solve_arrays
 from ._types import STATUS_EXPLANATIONS, QPError, QPSolution, Status
 from ._warm import as_mapping
@@ -165,8 +165,7 @@ def _solve_jax_compiled(be, args: dict, tol, max_iter, init=None):
     # The structure an eager solve reads on the host (bounds, a diagonal Q: _pdipm), read
     # here from the concrete data, once per call: a program per structure.
     Q, G = args["Q"], args.get("G")
-    structure = (tuple(bool(f) for f in _structure_program(be)(Q, G))
-                 if structure_readable(be.namespace, Q, G) else None)
+    structure = known_structure(be.namespace, Q, G, _structure_program(be))
     key = (signature(args), tuple(sorted(init)), signature(init), tol, max_iter,
            bool(jax.config.jax_enable_x64), structure)
     prog = _JAX_PROGRAMS.get(key)

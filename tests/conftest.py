@@ -121,22 +121,28 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture
-def diagonal_factorizations(monkeypatch):
-    """A list that grows by one at every call (or trace) of ``_kkt._factor_diagonal``, the
-    interior point's factorization of a diagonal ``H``: whether a solve took the
-    structured path (bounds and a diagonal ``Q``)."""
-    from optnet import _kkt
-
+def count_calls(monkeypatch, module, name: str) -> list:
+    """Replace ``module.name`` (through ``monkeypatch`` or its ``context()``) by itself
+    counted: the returned list grows by one at every call (or trace)."""
     calls = []
-    inner = _kkt._factor_diagonal
+    inner = getattr(module, name)
 
     def counted(*args, **kw):
         calls.append(1)
         return inner(*args, **kw)
 
-    monkeypatch.setattr(_kkt, "_factor_diagonal", counted)
+    monkeypatch.setattr(module, name, counted)
     return calls
+
+
+@pytest.fixture
+def diagonal_factorizations(monkeypatch):
+    """The calls (or traces) of ``_kkt._factor_diagonal``, the interior point's
+    factorization of a diagonal ``H``: whether a solve took the structured path (bounds
+    and a diagonal ``Q``)."""
+    from optnet import _kkt
+
+    return count_calls(monkeypatch, _kkt, "_factor_diagonal")
 
 
 def patch_settings(monkeypatch, **changes):

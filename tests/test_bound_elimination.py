@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import to_numpy
+from conftest import count_calls, to_numpy
 from reference import SOLVED as REF_SOLVED
 from reference import reference_solve
 
@@ -99,14 +99,7 @@ def _directions(data):
 
 def _solve(data, backend, monkeypatch, general: bool):
     with monkeypatch.context() as mp:
-        calls = []
-        inner = _polish._eliminated_system
-
-        def spy(*args, **kw):
-            calls.append(1)
-            return inner(*args, **kw)
-
-        mp.setattr(_polish, "_eliminated_system", spy)
+        calls = count_calls(mp, _polish, "_eliminated_system")
         if general:
             # No structure found: neither the diagonal factorization nor the elimination.
             mp.setattr(_pdipm, "_structure", lambda xp, prob: (xp.asarray(False),) * 3)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _adjoint, _pipeline, _warm, backends
-from .._pdipm import structure_of, structure_readable
+from .._pdipm import known_structure
 from . import outputs
 
 NAMES = ("Q", "q", "G", "h", "A", "b")
@@ -91,9 +91,9 @@ def solve(Q, q, G=None, h=None, A=None, b=None, *, tol=None, max_iter=None, dual
     # host read would (_pdipm.iteration_problem). (The arguments as given: inside a trace
     # even jnp.asarray of a NumPy array is traced.)
     if not any(isinstance(a, jax.core.Tracer) for a in (Q, G)):
-        Qc, Gc = np.asarray(Q), None if G is None else np.asarray(G)
-        if structure_readable(np, Qc, Gc):
-            options += (tuple(bool(f) for f in structure_of(np, Qc, Gc)),)
+        structure = known_structure(np, np.asarray(Q), None if G is None else np.asarray(G))
+        if structure is not None:
+            options += (structure,)
     init = _warm.as_mapping(init)
     if init is not None:
         init = {k: None if a is None else jax.lax.stop_gradient(_as_float(a))

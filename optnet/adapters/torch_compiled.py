@@ -36,7 +36,7 @@ import functools
 import numpy as np
 import torch
 
-from .._pdipm import structure_of, structure_readable
+from .._pdipm import known_structure
 
 NAMES = ("Q", "q", "G", "h", "A", "b")
 
@@ -158,8 +158,9 @@ class CompiledQPFunction(torch.autograd.Function):
         # The structure an eager solve reads on the host (bounds, a diagonal Q), read here
         # from the data: the programs compiled for it take the structured path.
         static = (None if tol is None else float(tol), None if max_iter is None else int(max_iter))
-        if structure_readable(np, args[0], args[2]):
-            static += (tuple(bool(f) for f in structure_of(np, args[0], args[2])),)
+        structure = known_structure(np, args[0], args[2])
+        if structure is not None:
+            static += (structure,)
         with jax.enable_x64(True):
             if any(ctx.needs_input_grad[1:]):
                 (x, z, y), st, ctx.residuals = forward_saving(static, args, init)
