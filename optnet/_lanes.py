@@ -53,7 +53,8 @@ def put_state(xp, full, part, idx, B: int, ops=None, inplace: bool = False):
     """Write ``part`` (lanes ``idx``, sorted) back into ``full`` (B lanes), a (nested) NamedTuple.
 
     Whatever is not a lane array of ``full`` (0-d scalars, Python values) is taken from ``part``.
-    With ``ops`` whose ``put_lanes`` is set, arrays of more than two dimensions are
+    With ``ops`` whose ``put_lanes`` is set, arrays of more than two dimensions (every
+    array, on traced backends: a block's writes then cost its size, not the batch's) are
     written with it (one copy of ``full`` instead of a gather and a selection), and
     with ``inplace`` (every such array of ``full`` is the caller's temporary) into
     ``full`` itself where the backend can: only the lanes ``idx`` are written.
@@ -69,12 +70,23 @@ def put_state(xp, full, part, idx, B: int, ops=None, inplace: bool = False):
             return _rebuild(f, [put(a, b) for a, b in zip(f, p, strict=True)])
         if not _is_lane_array(f, B):
             return p
-        if ops is not None and ops.put_lanes is not None and len(f.shape) > 2:
+        if ops is not None and ops.put_lanes is not None and (len(f.shape) > 2
+                                                               or not ops.eager):
             return ops.put_lanes(f, p, idx, inplace)
         mask = xp.reshape(member, (B,) + (1,) * (len(f.shape) - 1))
         return xp.where(mask, xp.take(p, pos, axis=0), f)
 
     return put(full, part)
+
+
+def first_lanes(xp, mask, size: int):
+    """(size,) the indices of the first ``size`` lanes where ``mask`` (B,) is True, in
+    increasing order, then ``B`` where fewer are: a fixed-size subset for traced loops
+    (with ``ops.put_lanes``, writes to index ``B`` are dropped; ``put_state`` skips them).
+    The i-th True lane is where the running count of True lanes first reaches i."""
+    count = xp.cumulative_sum(xp.astype(mask, xp.int32))
+    wanted = xp.arange(1, size + 1, dtype=xp.int32, device=getattr(mask, "device", None))
+    return xp.searchsorted(count, wanted)
 
 
 def on_lanes(xp, ops, mask, fn, prob: Problem, args, old, *, inplace: bool = False):

@@ -88,13 +88,14 @@ class Ops(NamedTuple):
         then read values on the host and use data-dependent shapes, e.g. to
         iterate only the lanes still running.
     put_lanes : callable ``(full, part, idx, inplace) -> array`` or None
-        Eager backends only, optional: ``full`` (B, ...) with the lanes ``idx``
-        (1-D int array, sorted) replaced by ``part`` (len(idx), ...). Without
-        ``inplace`` a copy, ``full`` not modified; with it (the caller owns
-        ``full``), ``full`` itself is written where the backend can (a writable,
-        not broadcast array of the result's dtype) and returned. (The Array API
-        has no scatter: without ``put_lanes`` ``_lanes`` gathers ``part`` to B
-        lanes and selects.)
+        Optional: ``full`` (B, ...) with the lanes ``idx`` (1-D int array, sorted)
+        replaced by ``part`` (len(idx), ...). Without ``inplace`` a copy, ``full``
+        not modified; with it (the caller owns ``full``), ``full`` itself is written
+        where the backend can (a writable, not broadcast array of the result's dtype)
+        and returned. Traced backends' ``idx`` may end in entries ``B`` (padding of
+        a fixed-size block, ``_lanes.first_lanes``), whose writes are dropped. (The
+        Array API has no scatter: without ``put_lanes`` ``_lanes`` gathers ``part``
+        to B lanes and selects.)
     abstract_zeros : callable ``(fn) -> list of arrays`` or None
         Traced backends: zeros shaped and typed like the list of arrays ``fn()``
         returns, from tracing ``fn`` without running it (a loop's first carry of a

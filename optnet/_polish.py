@@ -483,13 +483,93 @@ def _polish_traced(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, max_s
                    act=None):
     """:func:`polish` on traced backends: :func:`_passes` from pass 0, the first guess, so
     that the program holds one active-set system and one attempt instead of two (a sixth
-    of the compiled JAX solve at n = p = 10)."""
+    of the compiled JAX solve at n = p = 10); on batches of more than
+    ``cfg.polish_block`` lanes, :func:`_passes_in_blocks`."""
     lanes = solved | rescue
     if act is None:
         act = pt.z > pt.s
     # The carry needs a system of the right structure before pass 0.
     sys0, rebuild = _lanes.zeros_of(
         xp, ops, lambda: active_system(xp, ops, prob, cfg, pt, lanes, act=act))
+    B = act.shape[0]
+    size = block_size(B, cfg)
+    if size < B:
+        return _passes_in_blocks(xp, ops, prob, cfg, pt, solved, rescue, max_swaps, act,
+                                 rebuild(sys0), size)
     no, none = xp.zeros_like(act), xp.zeros_like(lanes)
     return _passes(xp, ops, prob, cfg, pt, solved, rescue, 0, max_swaps, act, no, no, none,
                    none, pt, rebuild(sys0))
+
+
+def block_size(B: int, cfg) -> int:
+    """Lanes of a block of :func:`_passes_in_blocks` for a batch of ``B``: the batch itself
+    up to ``cfg.polish_block`` lanes (or where it is 0), else the batch in as few equal
+    blocks as have at most ``max(polish_block, B / polish_blocks)`` lanes each (so that
+    one block holds the lanes a batch commonly swaps, a fifth of them, and a large batch
+    on a GPU is not cut into many small launches)."""
+    if cfg.polish_block <= 0 or B <= cfg.polish_block:
+        return B
+    most = max(cfg.polish_block, -(-B // max(cfg.polish_blocks, 1)))
+    return -(-B // -(-B // most))
+
+
+def _passes_in_blocks(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, max_swaps: int,
+                      act, system: ActiveSystem, size: int):
+    """:func:`_passes` on blocks of ``size`` lanes: a traced loop cannot drop the lanes it
+    is done with, but it can take the next ``size`` lanes that have a pass to make, solve
+    them, and write them back. Lane by lane, the passes are those of :func:`_passes`: pass
+    0 on the first guess ``act``, pass k > 0 (up to ``max_swaps``) on the rows swapped
+    after pass k - 1, while the lane is not done and has rows to swap (without, its next
+    pass would repeat its last); each lane carries its own pass number. Every lane makes
+    pass 0 (the lanes outside ``solved | rescue`` as skipped lanes, with
+    identity factors, as in :func:`_passes`), and a lane's system is pass 0's unless it
+    accepted a later one.
+
+    So a batch whose swaps concern a fifth of its lanes solves about 1.5 B active-set
+    systems (the last block of a pass padded) where :func:`_passes` solves B per pass
+    (three passes: 3 B).
+    ``system``: zeros of the structure of an active-set system of the whole batch.
+    """
+    lanes = solved | rescue
+    B = act.shape[0]
+    sys_leaves, sys_rebuild = _lanes.split_arrays(system)
+    no, none = xp.zeros_like(act), xp.zeros_like(lanes)
+    # Loop state: (each lane's next pass, act it tried last, its drop/add, done, rescued,
+    # output point, accepted system).
+    state = (xp.zeros(B, dtype=xp.int32, device=prob.device), act, no, no, none, none,
+             *pt, *sys_leaves)
+
+    def todo(st):
+        # A lane not done whose last attempt left no row to swap would solve the same
+        # system again: it has no pass to make.
+        k, _, drop, add, dn = st[:5]
+        return (k == 0) | (lanes & ~dn & (k <= max_swaps) & xp.any(drop | add, axis=-1))
+
+    def cond(st):
+        return xp.any(todo(st))
+
+    def body(st):
+        idx = _lanes.first_lanes(xp, todo(st), size)
+        at = xp.minimum(idx, B - 1)
+        blk = _lanes.take_state(xp, st, at, B)
+        k, act, drop, add, dn, rs = blk[:6]
+        cur = Point(*blk[6:10])
+        sys_ok = sys_rebuild(blk[10:])
+        sub = _lanes.take_problem(xp, prob, at, B)
+        p0 = _lanes.take_state(xp, pt, at, B)
+        sv, rc = xp.take(solved, at, axis=0), xp.take(rescue, at, axis=0)
+        first = k == 0
+        pending = (idx < B) & (sv | rc) & ~dn
+        act = xp.where((pending & ~first)[:, None], (act & ~drop) | add, act)
+        sys_k = active_system(xp, ops, sub, cfg, p0, pending, act)
+        a = _attempt(xp, ops, sub, cfg, p0, sys_k, pending)
+        ok, res_k = _accept(xp, sub, cfg, p0, a, sv, rc)
+        ok = ok & pending
+        nxt = _take(xp, sub, ok, a.point, cur)
+        sys_ok = _lanes.where_lanes(xp, ok | first, sys_k, sys_ok, size)
+        new = (k + 1, act, a.drop, a.add, dn | ok, rs | (res_k & ok), *nxt,
+               *_lanes.split_arrays(sys_ok)[0])
+        return _lanes.put_state(xp, st, new, idx, B, ops)
+
+    state = ops.while_loop(cond, body, state)
+    return Point(*state[6:10]), sys_rebuild(state[10:]), state[5]

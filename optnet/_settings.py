@@ -83,6 +83,13 @@ class Settings(NamedTuple):
     polish_max_active : int
         A lane polished early (at ``polish_tol``) whose guess of the active set has more
         than this many times ``n`` rows (equalities included) iterates on instead.
+    polish_block : int
+        Traced backends: a batch of more than this many lanes makes its polish passes
+        on blocks of lanes, those that still have a pass to make, of at most this many
+        lanes or ``B / polish_blocks``, whichever is more (``_polish.block_size``; 0:
+        on the whole batch).
+    polish_blocks : int
+        See ``polish_block``.
     """
 
     tol: float
@@ -113,6 +120,8 @@ class Settings(NamedTuple):
     mixed_min_n: int
     mixed_range: tuple
     polish_max_active: int
+    polish_block: int
+    polish_blocks: int
 
 
 def _check_tol(tol) -> float:
@@ -195,4 +204,6 @@ def default_settings(xp, prob, tol=None, max_iter=None) -> Settings:
         mixed_min_n=64,
         mixed_range=(1e-10, 1e10),
         polish_max_active=2,
+        polish_block=32,
+        polish_blocks=4,
     )

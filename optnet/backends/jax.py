@@ -114,12 +114,19 @@ def quiet():
     return contextlib.nullcontext()
 
 
+def _put_lanes(full, part, idx, inplace=False):
+    # A functional update (XLA writes in place where the old array is dead, as in a loop's
+    # carry); indices out of range (``_lanes.first_lanes``'s padding) are dropped.
+    return full.at[idx].set(part.astype(full.dtype), mode="drop")
+
+
 def _abstract_zeros(fn):
     return [jnp.zeros(a.shape, a.dtype) for a in jax.eval_shape(fn)]
 
 
 ops = Ops(name="jax", cholesky=_cholesky, solve_triangular=_solve_triangular,
-          cond=_cond, while_loop=lax.while_loop, abstract_zeros=_abstract_zeros)
+          cond=_cond, while_loop=lax.while_loop, abstract_zeros=_abstract_zeros,
+          put_lanes=_put_lanes)
 
 
 def to_host(a):
