@@ -447,7 +447,6 @@ def _passes(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, k0: int, max
     the derivatives reuse: no system is built and factored again after the loop.
     """
     lanes = solved | rescue
-    B = act.shape[0]
     sys_leaves, sys_rebuild = _lanes.split_arrays(system)
     n_sys = len(sys_leaves)
     # Loop state: (pass, act tried last, its drop/add, done, rescued, output point,
@@ -460,23 +459,31 @@ def _passes(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, k0: int, max
         return (k == 0) | ((k <= max_swaps) & xp.any(lanes & ~dn))
 
     def body(st):
-        k, act, drop, add, dn, rs = st[:6]
-        cur = Point(*st[6:10])
-        sys_ok = sys_rebuild(st[10:])
-        first = k == 0
-        pending = lanes & ~dn
-        act = xp.where((pending & ~first)[:, None], (act & ~drop) | add, act)
-        sys_k = active_system(xp, ops, prob, cfg, pt, pending, act)
-        a = _attempt(xp, ops, prob, cfg, pt, sys_k, pending)
-        ok, res_k = _accept(xp, prob, cfg, pt, a, solved, rescue)
-        ok = ok & pending
-        nxt = _take(xp, prob, ok, a.point, cur)
-        sys_ok = _lanes.where_lanes(xp, ok | first, sys_k, sys_ok, B)
-        return (k + 1, act, a.drop, a.add, dn | ok, rs | (res_k & ok), *nxt,
-                *_lanes.split_arrays(sys_ok)[0])
+        return _pass(xp, ops, prob, cfg, pt, solved, rescue, True, st, sys_rebuild)
 
     state = ops.while_loop(cond, body, state)
     return Point(*state[6:10]), sys_rebuild(state[10:10 + n_sys]), state[5]
+
+
+def _pass(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, valid, st, sys_rebuild):
+    """One pass of :func:`_passes` on the lanes of ``st`` (its loop state: each lane's pass,
+    ``act`` tried last, its ``drop`` / ``add``, done, rescued, output point, accepted
+    system's leaves), those of them where ``valid`` (True, or a (B,) mask); returns the
+    next state."""
+    k, act, drop, add, dn, rs = st[:6]
+    cur = Point(*st[6:10])
+    sys_ok = sys_rebuild(st[10:])
+    first = k == 0
+    pending = valid & (solved | rescue) & ~dn
+    act = xp.where((pending & ~first)[:, None], (act & ~drop) | add, act)
+    sys_k = active_system(xp, ops, prob, cfg, pt, pending, act)
+    a = _attempt(xp, ops, prob, cfg, pt, sys_k, pending)
+    ok, res_k = _accept(xp, prob, cfg, pt, a, solved, rescue)
+    ok = ok & pending
+    nxt = _take(xp, prob, ok, a.point, cur)
+    sys_ok = _lanes.where_lanes(xp, ok | first, sys_k, sys_ok, act.shape[0])
+    return (k + 1, act, a.drop, a.add, dn | ok, rs | (res_k & ok), *nxt,
+            *_lanes.split_arrays(sys_ok)[0])
 
 
 def _polish_traced(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, max_swaps: int,
@@ -551,24 +558,10 @@ def _passes_in_blocks(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, ma
     def body(st):
         idx = _lanes.first_lanes(xp, todo(st), size)
         at = xp.minimum(idx, B - 1)
-        blk = _lanes.take_state(xp, st, at, B)
-        k, act, drop, add, dn, rs = blk[:6]
-        cur = Point(*blk[6:10])
-        sys_ok = sys_rebuild(blk[10:])
-        sub = _lanes.take_problem(xp, prob, at, B)
-        p0 = _lanes.take_state(xp, pt, at, B)
-        sv, rc = xp.take(solved, at, axis=0), xp.take(rescue, at, axis=0)
-        first = k == 0
-        pending = (idx < B) & (sv | rc) & ~dn
-        act = xp.where((pending & ~first)[:, None], (act & ~drop) | add, act)
-        sys_k = active_system(xp, ops, sub, cfg, p0, pending, act)
-        a = _attempt(xp, ops, sub, cfg, p0, sys_k, pending)
-        ok, res_k = _accept(xp, sub, cfg, p0, a, sv, rc)
-        ok = ok & pending
-        nxt = _take(xp, sub, ok, a.point, cur)
-        sys_ok = _lanes.where_lanes(xp, ok | first, sys_k, sys_ok, size)
-        new = (k + 1, act, a.drop, a.add, dn | ok, rs | (res_k & ok), *nxt,
-               *_lanes.split_arrays(sys_ok)[0])
+        new = _pass(xp, ops, _lanes.take_problem(xp, prob, at, B), cfg,
+                    _lanes.take_state(xp, pt, at, B), xp.take(solved, at, axis=0),
+                    xp.take(rescue, at, axis=0), idx < B, _lanes.take_state(xp, st, at, B),
+                    sys_rebuild)
         return _lanes.put_state(xp, st, new, idx, B, ops)
 
     state = ops.while_loop(cond, body, state)
