@@ -89,18 +89,6 @@ def first_lanes(xp, mask, size: int):
     return xp.searchsorted(count, wanted)
 
 
-def block_size(B: int, block: int, blocks: int) -> int:
-    """Lanes of a block of a traced loop that works on blocks of lanes (the interior point's
-    ``_pdipm._run_blocks``, the polish's ``_polish._passes_in_blocks``) for a batch of
-    ``B``: the batch itself up to ``block`` lanes (or where it is 0), else the batch in as
-    few equal blocks as have at most ``max(block, B / blocks)`` lanes each (a large batch
-    on a GPU is not cut into many small launches)."""
-    if block <= 0 or B <= block:
-        return B
-    most = max(block, -(-B // max(blocks, 1)))
-    return -(-B // -(-B // most))
-
-
 def on_lanes(xp, ops, mask, fn, prob: Problem, args, old, *, inplace: bool = False):
     """``old`` with the lanes where ``mask`` (B,) is True replaced by those of
     ``fn(prob, args)``.

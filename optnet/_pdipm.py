@@ -17,9 +17,6 @@ progress policy ``_progress``. This module owns everything around it:
   function (the loop, its host reads and the compaction stay in Python);
 - lane compaction on eager backends: at a host read where at most 3/4 of the lanes
   still run, the loop goes on with those lanes alone (``_lanes``);
-- on traced backends, where a batch has more than ``Settings.iterate_block`` lanes,
-  passes on blocks of its running lanes (:func:`_run_blocks`): the traced loop's
-  compaction, with no host read;
 - the precision fallback: a lane that fails (NUMERICAL_ERROR) while the solves are
   reduced starts afresh once on the full-precision, refined path (:func:`_fall_back`);
 - the final classification of lanes still running at ``max_iter``, and the resumption
@@ -214,66 +211,29 @@ def _run_traced(xp, ops, prob: Problem, cfg: Settings, st: State, level, narrow)
     level falls back (:func:`_fall_back`) onto the top level, alone. Nothing a lane does
     changes another lane's arithmetic (a traced solve keeps every lane bit for bit that
     of a batch without its neighbours): the levels select refinement counts lane by lane
-    (``_kkt.solve_at``). A batch of more than ``Settings.iterate_block`` lanes iterates
-    on blocks of its running lanes (:func:`_run_blocks`)."""
-    B = st.status.shape[0]
-    size = _lanes.block_size(B, cfg.iterate_block, cfg.iterate_blocks)
-    level = xp.zeros(st.status.shape, dtype=xp.int32, device=prob.device) + level
-    if size < B:
-        return _run_blocks(xp, ops, prob, cfg, st, level, narrow, size)
+    (``_kkt.solve_at``)."""
+    top = top_level(cfg)
 
     def cond(carry):
         st, _, k = carry
         return xp.any(st.status == RUNNING) & (k <= cfg.max_iter)
 
     def body(carry):
-        return _traced_pass(xp, ops, prob, cfg, *carry, narrow)
+        st, level, k = carry
+        # Pass max_iter + 1, if any, is :func:`_finish`'s classification (``last``).
+        last = k >= cfg.max_iter
+        st = iterate(xp, ops, prob, cfg, st, level, narrow=narrow, last=last)
+        climb = st.worse & (level < top)
+        again = _falls_back(xp, prob, st) & (level < top) & ~last
+        st = _fall_back(xp, prob, st, again)
+        # (``worse`` is spent: at the top level it has no use.)
+        st = st._replace(worse=xp.zeros_like(st.worse),
+                         boost=xp.where(climb, xp.ones_like(st.boost), st.boost))
+        level = xp.where(again, top, xp.where(climb, level + 1, level))
+        return st, xp.astype(level, xp.int32), k + 1
 
     k0 = xp.asarray(0, dtype=xp.int32, device=prob.device)
-    st, level, _ = ops.while_loop(cond, body, (st, level, k0))
-    return st, level
-
-
-def _traced_pass(xp, ops, prob: Problem, cfg: Settings, st: State, level, k, narrow):
-    """One pass of the traced loop: :func:`iterate` at each lane's precision ``level``
-    (B,), then the lanes' climbs and fallbacks. ``k``: the loop's pass, 0-d or one per
-    lane (B,); pass ``max_iter`` is :func:`_finish`'s classification (``last``)."""
-    top = top_level(cfg)
-    last = k >= cfg.max_iter
-    st = iterate(xp, ops, prob, cfg, st, level, narrow=narrow, last=last)
-    climb = st.worse & (level < top)
-    again = _falls_back(xp, prob, st) & (level < top) & ~last
-    st = _fall_back(xp, prob, st, again)
-    # (``worse`` is spent: at the top level it has no use.)
-    st = st._replace(worse=xp.zeros_like(st.worse),
-                     boost=xp.where(climb, xp.ones_like(st.boost), st.boost))
-    level = xp.where(again, top, xp.where(climb, level + 1, level))
-    return st, xp.astype(level, xp.int32), k + 1
-
-
-def _run_blocks(xp, ops, prob: Problem, cfg: Settings, st: State, level, narrow, size: int):
-    """:func:`_run_traced`'s loop on blocks of ``size`` lanes: a traced loop cannot drop
-    the lanes that are done, but each pass can take the first ``size`` running lanes,
-    make their pass (:func:`_traced_pass`) and write them back. A lane stays in the block
-    from the pass it enters until it stops, and the next running lane takes its place: a
-    work queue, so that a batch whose lanes stop after 7 to 12 iterations makes about
-    the passes its lanes need in all (divided by ``size``) instead of ``B`` lanes times
-    the slowest lane's. Each lane carries its own pass count (``last`` at ``max_iter``,
-    as in the whole-batch loop), so it takes exactly the passes it takes there."""
-    B = st.status.shape[0]
-    k0 = xp.zeros((B,), dtype=xp.int32, device=prob.device)
-
-    def cond(carry):
-        return xp.any(carry[0].status == RUNNING)
-
-    def body(carry):
-        st, level, k = carry
-        idx = _lanes.first_lanes(xp, st.status == RUNNING, size)
-        at = xp.minimum(idx, B - 1)                 # (the padding: written nowhere)
-        sub = _lanes.take_state(xp, (st, level, k, narrow), at, B)
-        new = _traced_pass(xp, ops, _lanes.take_problem(xp, prob, at, B), cfg, *sub)
-        return _lanes.put_state(xp, carry, new, idx, B, ops)
-
+    level = xp.zeros(st.status.shape, dtype=xp.int32, device=prob.device) + level
     st, level, _ = ops.while_loop(cond, body, (st, level, k0))
     return st, level
 
@@ -376,6 +336,7 @@ def run(xp, ops, prob: Problem, cfg: Settings, start: State | None = None, level
     if ops.eager:
         st, level, done = _run_eager(xp, ops, prob, cfg, st, int(level), narrow, fallback)
     else:
+        level = xp.asarray(level, dtype=xp.int32, device=prob.device)
         st, level = _run_traced(xp, ops, prob, cfg, st, level, narrow)
         done = True     # (the loop's last pass classified every lane)
     return _finish(xp, prob, cfg, st, done), level

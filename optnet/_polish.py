@@ -509,10 +509,15 @@ def _polish_traced(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, max_s
 
 
 def block_size(B: int, cfg) -> int:
-    """Lanes of a block of :func:`_passes_in_blocks` for a batch of ``B``
-    (``_lanes.block_size`` with ``cfg.polish_block`` and ``cfg.polish_blocks``: one block
-    holds the lanes a batch commonly swaps, a fifth of them)."""
-    return _lanes.block_size(B, cfg.polish_block, cfg.polish_blocks)
+    """Lanes of a block of :func:`_passes_in_blocks` for a batch of ``B``: the batch itself
+    up to ``cfg.polish_block`` lanes (or where it is 0), else the batch in as few equal
+    blocks as have at most ``max(polish_block, B / polish_blocks)`` lanes each (so that
+    one block holds the lanes a batch commonly swaps, a fifth of them, and a large batch
+    on a GPU is not cut into many small launches)."""
+    if cfg.polish_block <= 0 or B <= cfg.polish_block:
+        return B
+    most = max(cfg.polish_block, -(-B // max(cfg.polish_blocks, 1)))
+    return -(-B // -(-B // most))
 
 
 def _passes_in_blocks(xp, ops, prob: Problem, cfg, pt: Point, solved, rescue, max_swaps: int,

@@ -90,12 +90,6 @@ class Settings(NamedTuple):
         on the whole batch).
     polish_blocks : int
         See ``polish_block``.
-    iterate_block : int
-        Traced backends: a batch of more than this many lanes iterates on blocks of its
-        running lanes, of at most this many lanes or ``B / iterate_blocks``, whichever is
-        more (``_pdipm._run_blocks``, ``_lanes.block_size``; 0: on the whole batch).
-    iterate_blocks : int
-        See ``iterate_block``.
     """
 
     tol: float
@@ -128,8 +122,6 @@ class Settings(NamedTuple):
     polish_max_active: int
     polish_block: int
     polish_blocks: int
-    iterate_block: int
-    iterate_blocks: int
 
 
 def _check_tol(tol) -> float:
@@ -214,6 +206,4 @@ def default_settings(xp, prob, tol=None, max_iter=None) -> Settings:
         polish_max_active=2,
         polish_block=32,
         polish_blocks=4,
-        iterate_block=32,
-        iterate_blocks=4,
     )
