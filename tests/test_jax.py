@@ -299,6 +299,24 @@ def test_check_grads_shared(pattern):
     _check(pattern)
 
 
+def test_second_order_forward_over_reverse():
+    """``jacfwd(grad)`` differentiates the JVP rule itself (the solve inside it is one call
+    with a rule of its own): for ``sum(x^2)`` and ``x`` linear in ``q`` on a fixed active
+    set, the Hessian in ``q`` is ``2 J'J`` with ``J = dx/dq`` (first-order derivatives,
+    checked against finite differences above). At most 4 of the 6 variables are fixed
+    by active rows, so ``J`` is not zero."""
+    prob, _ = make_qp(5, batch=1, n=6, p=3, m=1)
+    a = [None if v is None else jnp.asarray(v)[0] for v in args_of(prob)]
+
+    def x_of(q):
+        return optnet.jax.solve(a[0], q, *a[2:])
+
+    H = jax.jacfwd(jax.grad(lambda q: jnp.sum(x_of(q) ** 2)))(a[1])
+    J = jax.jacfwd(x_of)(a[1])
+    assert float(jnp.max(jnp.abs(J))) > 0.1
+    close(H, 2.0 * J.T @ J, 1e-8, "Hessian")
+
+
 def test_check_grads_detects_a_wrong_derivative():
     """The check is not vacuous: a function with a deliberately wrong JVP fails it."""
     @jax.custom_jvp
