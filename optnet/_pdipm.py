@@ -130,13 +130,13 @@ def structure_of(xp, Q, G):
     (canonicalizing and equilibrating keep every zero); where a lane holds NaN the
     answer is False, the general path."""
     device = getattr(Q, "device", None)
-    eye = xp.eye(Q.shape[-1], dtype=xp.bool, device=device)
-    diagonal = xp.all(xp.where(eye, 0.0, Q) == 0.0)
-    definite = diagonal & xp.all(xp.linalg.diagonal(Q) > 0.0)
+    d = xp.linalg.diagonal(Q)
+    # Diagonal: no nonzero (NaN counts as one) off the diagonal of any lane.
+    diagonal = xp.count_nonzero(Q) == xp.count_nonzero(d)
+    definite = diagonal & xp.all(d > 0.0)
     bounds = xp.asarray(True, device=device)
     if G is not None and G.shape[-2]:
-        nonzeros = xp.sum(xp.astype(G != 0.0, xp.int32), axis=-1)
-        bounds = xp.all(nonzeros <= 1)
+        bounds = xp.all(xp.count_nonzero(G, axis=-1) <= 1)
     return bounds, diagonal, definite
 
 

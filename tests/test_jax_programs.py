@@ -126,6 +126,35 @@ def test_structure_of_the_data():
     assert [bool(f) for f in structure_of(np, coupled, eye)] == [True, False, False]
     nan = np.stack([eye, np.full((3, 3), np.nan)])
     assert [bool(f) for f in structure_of(np, nan, eye)] == [True, False, False]
+    # NaN off the diagonal only, in one row of G; a zero and a NaN on the diagonal; -0.0.
+    off = eye.copy()
+    off[0, 2] = np.nan
+    assert [bool(f) for f in structure_of(np, off, np.array([[np.nan, 1.0, 0.0]]))] == \
+        [False, False, False]
+    assert [bool(f) for f in structure_of(np, np.diag([1.0, 0.0, 2.0]), eye)] == \
+        [True, True, False]
+    assert [bool(f) for f in structure_of(np, np.diag([1.0, np.nan, 2.0]), eye)] == \
+        [True, True, False]
+    assert [bool(f) for f in structure_of(np, eye - 0.0 * np.ones((3, 3)), -eye)] == \
+        [True, True, True]
+
+
+@pytest.mark.parametrize("name", ["array_api_strict", "torch", "jax"])
+def test_structure_of_the_data_in_every_namespace(name):
+    """The same flags from the Array API namespaces the solver runs in."""
+    from optnet import backends
+    from optnet._pdipm import structure_of
+
+    pytest.importorskip(name)
+    be = backends.load(name)
+    xp = be.namespace
+    eye = np.eye(3)
+    off = eye.copy()
+    off[1, 0] = 0.5
+    for Q, G, want in ((eye, -eye, [True, True, True]), (off, eye, [True, False, False]),
+                       (np.diag([1.0, 0.0, 2.0]), np.ones((1, 3)), [False, True, False])):
+        got = structure_of(xp, be.asarray(Q), be.asarray(G))
+        assert [bool(f) for f in got] == want
 
 
 @pytest.mark.parametrize("path", ["optnet.solve", "optnet.jax.solve", "compiled-jax"])
