@@ -7,9 +7,9 @@ One ``jax.custom_jvp`` rule built on the core forward-mode derivative
 triangular solves with the factorization the forward pass made), so JAX
 derives the adjoint solve from it. Everything runs under ``jax.jit`` and
 ``jax.vmap`` (``lax.while_loop`` in the core). Derivatives of the second order work
-forward over either mode (``jax.jacfwd(jax.grad(f))``): they differentiate the rule,
-through the solve's iterations; reverse over reverse does not (JAX cannot reverse a
-``while_loop``).
+forward over either mode (``jax.jacfwd(jax.grad(f))``, ``jax.hessian``): they differentiate
+the rule, through the solve's iterations; reverse over reverse does not (JAX cannot reverse
+a ``while_loop``).
 """
 
 from __future__ import annotations
