@@ -164,9 +164,10 @@ class CompiledCalls:
         return wrap
 
 
-def count(n: int, batch: int, seed: int = 0, dtype=torch.float64, compiled=False):
+def count(n: int, batch: int, seed: int = 0, dtype=torch.float64, compiled=False,
+          device="cpu"):
     """Counters of the forward and the backward pass, the iterations taken, and the
-    :class:`CompiledCalls` (None without ``compiled``).
+    :class:`CompiledCalls` (None without ``compiled``), on torch tensors on ``device``.
 
     They are those of the torch backend's own iteration (the path of CUDA tensors): small
     CPU problems would otherwise go through NumPy views, where no torch kernel runs.
@@ -174,16 +175,16 @@ def count(n: int, batch: int, seed: int = 0, dtype=torch.float64, compiled=False
     before = _torch_via_numpy.NUMPY_MAX_ENTRIES
     _torch_via_numpy.NUMPY_MAX_ENTRIES = 0
     try:
-        return _count(n, batch, seed, dtype, compiled)
+        return _count(n, batch, seed, dtype, compiled, device)
     finally:
         _torch_via_numpy.NUMPY_MAX_ENTRIES = before
 
 
-def _count(n, batch, seed, dtype, compiled):
+def _count(n, batch, seed, dtype, compiled, device):
     from optnet.backends import torch as torch_backend
 
     P = make_problem(batch, n, seed=seed)
-    Q, q, G, h = (torch.as_tensor(P[k], dtype=dtype) for k in "QqGh")
+    Q, q, G, h = (torch.as_tensor(P[k], dtype=dtype, device=device) for k in "QqGh")
     for a in (Q, q, G, h):
         a.requires_grad_(True)
     kw = {}

@@ -33,7 +33,6 @@ import argparse
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from problems import make_problem  # noqa: E402
+from runners import time_call  # noqa: E402
 
 import optnet  # noqa: E402
 
@@ -50,18 +50,15 @@ CHECK_LANES = 8
 
 
 def _timed(fn, sync, repeats):
-    """First call (s), best and median of ``repeats`` more (s), and the first call's result."""
-    t0 = time.perf_counter()
-    out = fn()
-    sync()
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
+    """First call (s), best and median of ``repeats`` more (s), and the first call's result,
+    the device synchronised after each call (``runners.time_call``)."""
+    def call():
+        out = fn()
         sync()
-        times.append(time.perf_counter() - t0)
-    return first, min(times), float(np.median(times)), out
+        return out
+
+    res = time_call(call, repeats)
+    return res["first"], res["best"], res["median"], res["result"]
 
 
 def _qpth_without_cvxpy():
@@ -155,21 +152,9 @@ def _cupy_solver():
 
 def _host_counts(device):
     """Kernels and host reads of one torch solve + backward on ``device``, B = 1, n = 10."""
-    import torch
-    from counts import Both
+    from counts import count
 
-    from optnet.backends import _torch_via_numpy
-
-    # (CPU tensors of this size would go through NumPy views, where no torch kernel runs.)
-    _torch_via_numpy.NUMPY_MAX_ENTRIES = 0
-    P = make_problem(1, 10, seed=0)
-    args = [torch.tensor(P[k], device=device, requires_grad=True) for k in "QqGh"]
-    optnet.torch.solve(*args).sum().backward()      # warm-up
-    fwd, bwd = Both(), Both()
-    with fwd:
-        x = optnet.torch.solve(*args)
-    with bwd:
-        x.sum().backward()
+    fwd, bwd, _, _ = count(10, 1, device=device)
     return {"kernels": fwd.kernels.total + bwd.kernels.total,
             "host reads": fwd.calls_mode.host + bwd.calls_mode.host}
 
