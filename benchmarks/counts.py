@@ -216,6 +216,18 @@ def _count(n, batch, seed, dtype, compiled, device):
     return fwd, bwd, status, calls
 
 
+def totals(n: int = 10, batch: int = 1, compiled: bool = False) -> dict:
+    """The issue's all-in numbers of one solve: ``kernels`` and ``calls`` (forward with
+    polish, and backward; the compiled iteration's kernels included), ``host`` reads,
+    the interior-point ``iterations``, and ``kernels_per_iteration``."""
+    fb, bb, _, calls = count(n, batch, compiled=compiled)
+    iters = _iterations(n, batch)
+    kern = fb.kernels.total + bb.kernels.total + (calls.kernels if calls is not None else 0)
+    total = fb.calls_mode.total + bb.calls_mode.total + (calls.kernels if calls else 0)
+    return {"kernels": kern, "calls": total, "host": fb.calls_mode.host + bb.calls_mode.host,
+            "iterations": iters, "kernels_per_iteration": kern / max(iters, 1)}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10, help="variables = inequality rows")
