@@ -24,7 +24,10 @@ def _chol(H, shift, scale):
     if not isinstance(shift, float) and jnp.ndim(shift) == 0:
         shift = jnp.asarray(shift, dtype=H.dtype)[None]          # one shift for every lane
     L = jnp.linalg.cholesky(H + eye * (lane_shift(shift) * scale)[:, None, :])
-    ok = jnp.all(jnp.isfinite(L), axis=(-2, -1))
+    # A failed factorization comes back as NaN throughout (lax.linalg.cholesky), and
+    # LAPACK fails one whose diagonal meets a NaN or a non-positive pivot, which any NaN
+    # or infinite entry of H leads to: the diagonal tells, without a pass over L.
+    ok = jnp.all(jnp.isfinite(jnp.diagonal(L, axis1=-2, axis2=-1)), axis=-1)
     return L, ok
 
 
@@ -42,6 +45,10 @@ def _cholesky(H, shifts, factor_dtype, scale, skip, overwrite=False):
     eye = jnp.eye(H.shape[-1], dtype=H.dtype)
     if len(shifts) == 1:
         L, ok = _chol(H, shifts[0], scale)
+        if not isinstance(shifts[0], float):
+            # The interior point's per-lane try: a failed lane's factor is never used
+            # (``Ops.cholesky``), and selecting the identity would be a pass over L.
+            return L, ok
     else:
         tries = jnp.stack([jnp.asarray(s, dtype=H.dtype) for s in shifts])
 
