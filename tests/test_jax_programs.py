@@ -211,3 +211,36 @@ def test_jax_cholesky_takes_each_lanes_first_working_shift():
                                        rtol=1e-12, atol=1e-12)
             assert np.allclose(np.triu(L[i], 1), 0.0)
         np.testing.assert_array_equal(L[3], np.eye(k))      # the identity where none works
+
+
+def test_jax_cholesky_per_lane_try_reports_every_failure():
+    """The interior point's per-lane try (one shift per lane, an array): ``ok`` is read on
+    the factor's diagonal, and it is False for every kind of failure, a NaN or an infinite
+    entry off the diagonal included, True for a skipped lane whatever its matrix; a lane
+    that factors gets the factor of its own shift."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    from optnet.backends.jax import ops
+
+    k = 5
+    rng = np.random.default_rng(4)
+    R = rng.normal(size=(k, k))
+    definite = R @ R.T + np.eye(k)
+    nan_off, inf_off, indefinite = definite.copy(), definite.copy(), np.diag([1.0, 2, -3, 1, 1])
+    nan_off[4, 1] = nan_off[1, 4] = np.nan
+    inf_off[3, 0] = inf_off[0, 3] = np.inf
+    H = np.stack([definite, nan_off, inf_off, indefinite, nan_off])
+    skip = np.array([False, False, False, False, True])
+    shift = np.array([1e-3, 1e-3, 1e-3, 1e-3, 1e-3])
+    scale = np.ones((5, k))
+    for run in (ops.cholesky, jax.jit(lambda H, t, s, sk: ops.cholesky(H, (t,), H.dtype, s, sk))):
+        if run is ops.cholesky:
+            L, ok = run(jnp.asarray(H), (jnp.asarray(shift),), jnp.float64, jnp.asarray(scale),
+                        jnp.asarray(skip))
+        else:
+            L, ok = run(jnp.asarray(H), jnp.asarray(shift), jnp.asarray(scale), jnp.asarray(skip))
+        L, ok = np.asarray(L), np.asarray(ok)
+        assert ok.tolist() == [True, False, False, False, True]
+        np.testing.assert_allclose(L[0] @ L[0].T, definite + 1e-3 * np.eye(k), rtol=1e-12)
