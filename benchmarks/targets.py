@@ -83,7 +83,9 @@ class Row(NamedTuple):
 # --------------------------------------------------------------------------- the verdicts
 
 
-def _fmt_s(t: float) -> str:
+def _fmt_s(t: float | None) -> str:
+    if t is None:
+        return "-"
     return f"{t * 1e3:.3f} ms" if t < 1.0 else f"{t:.3f} s"
 
 
@@ -140,7 +142,7 @@ def verdicts(m: dict) -> list[Row]:
         ratio = to / tc if to is not None and tc is not None else None
         rows.append(_upper(
             f"n = 10, B = {B}: fastest optnet path not slower than the fastest competitor",
-            f"{ko} {_fmt_s(to) if to else '-'} vs {kc} {_fmt_s(tc) if tc else '-'}",
+            f"{ko} {_fmt_s(to)} vs {kc} {_fmt_s(tc)}",
             ratio, 1.0))
         for k in TORCH_PATHS:
             t = times.get(k)
@@ -152,20 +154,20 @@ def verdicts(m: dict) -> list[Row]:
             ratio = t / ref if t is not None and ref is not None else None
             rows.append(_upper(
                 f"n = 10, B = {B}: torch path {k} {what}",
-                f"{_fmt_s(t) if t else '-'} vs {ref_key} {_fmt_s(ref) if ref else '-'}",
+                f"{_fmt_s(t)} vs {ref_key} {_fmt_s(ref)}",
                 ratio, bound))
     big = m.get("large")
     if big:
         tj, tt = big.get("optnet-jax"), big.get("optnet-torch")
         rows.append(_upper(
             "n = p = 100, B = 128: JAX within 1.5x of torch",
-            f"JAX {_fmt_s(tj) if tj else '-'} vs torch {_fmt_s(tt) if tt else '-'}",
+            f"JAX {_fmt_s(tj)} vs torch {_fmt_s(tt)}",
             tj / tt if tj and tt else None, 1.5))
         ko, to = _fastest(big, LARGE_OPTNET)
         kc, tc = _fastest(big, LARGE_COMPETITORS)
         rows.append(_lower(
             "n = p = 100, B = 128: >= 2x faster than the fastest competitor",
-            f"{ko} {_fmt_s(to) if to else '-'} vs {kc} {_fmt_s(tc) if tc else '-'} "
+            f"{ko} {_fmt_s(to)} vs {kc} {_fmt_s(tc)} "
             "(ratio: competitor / optnet)",
             tc / to if to and tc else None, 2.0))
     sud = m.get("sudoku")
@@ -175,7 +177,7 @@ def verdicts(m: dict) -> list[Row]:
             t = sud.get(k)
             rows.append(_lower(
                 f"Sudoku training step: {k} >= 2x faster than qpth and proxsuite",
-                f"{_fmt_s(t) if t else '-'} vs {kc} {_fmt_s(tc) if tc else '-'} "
+                f"{_fmt_s(t)} vs {kc} {_fmt_s(tc)} "
                 "(ratio: competitor / optnet)",
                 tc / t if t and tc else None, 2.0))
     return rows

@@ -176,6 +176,26 @@ def test_malformed_q_gets_the_clear_error_before_any_structure_is_read(path, bad
             optnet.torch.solve(*(torch.as_tensor(a) for a in args), compiled="jax")
 
 
+def _jax_cholesky_both_ways(H, shifts, scale, skip):
+    """The JAX backend's ``ops.cholesky`` of NumPy data (float64), called as it is and
+    inside ``jit`` (array shifts as arguments, float shifts as constants): two
+    ``(L, ok)`` pairs as NumPy arrays."""
+    import jax
+    import jax.numpy as jnp
+
+    from optnet.backends.jax import ops
+
+    arrays = tuple(jnp.asarray(t) for t in shifts if not isinstance(t, float))
+
+    def call(H, scale, skip, *given):
+        it = iter(given)
+        tries = tuple(t if isinstance(t, float) else next(it) for t in shifts)
+        return ops.cholesky(H, tries, H.dtype, scale, skip)
+
+    args = (jnp.asarray(H), jnp.asarray(scale), jnp.asarray(skip), *arrays)
+    return [tuple(np.asarray(a) for a in run(*args)) for run in (call, jax.jit(call))]
+
+
 def test_jax_cholesky_takes_each_lanes_first_working_shift():
     """The JAX backend's Cholesky with several shifts: each lane gets the first shift for
     which ``H + shift diag(scale)`` factors (a definite lane the first, a singular one the
@@ -183,10 +203,6 @@ def test_jax_cholesky_takes_each_lanes_first_working_shift():
     ``jit`` as outside."""
     jax = pytest.importorskip("jax")
     jax.config.update("jax_enable_x64", True)
-    import jax.numpy as jnp
-
-    from optnet.backends.jax import ops
-
     k = 4
     rng = np.random.default_rng(3)
     R = rng.normal(size=(k, k))
@@ -199,12 +215,7 @@ def test_jax_cholesky_takes_each_lanes_first_working_shift():
     shifts = (0.0, 1e-6, 1.0)
     want_shift = [0.0, 1e-6, 1.0]
     skip = np.zeros(4, dtype=bool)
-    for run in (ops.cholesky, jax.jit(lambda H, s, sk: ops.cholesky(H, shifts, H.dtype, s, sk))):
-        if run is ops.cholesky:
-            L, ok = run(jnp.asarray(H), shifts, jnp.float64, jnp.asarray(scale), jnp.asarray(skip))
-        else:
-            L, ok = run(jnp.asarray(H), jnp.asarray(scale), jnp.asarray(skip))
-        L, ok = np.asarray(L), np.asarray(ok)
+    for L, ok in _jax_cholesky_both_ways(H, shifts, scale, skip):
         assert ok.tolist() == [True, True, True, False]
         for i in range(3):
             np.testing.assert_allclose(L[i] @ L[i].T, H[i] + want_shift[i] * np.eye(k),
@@ -220,10 +231,6 @@ def test_jax_cholesky_per_lane_try_reports_every_failure():
     that factors gets the factor of its own shift."""
     jax = pytest.importorskip("jax")
     jax.config.update("jax_enable_x64", True)
-    import jax.numpy as jnp
-
-    from optnet.backends.jax import ops
-
     k = 5
     rng = np.random.default_rng(4)
     R = rng.normal(size=(k, k))
@@ -235,12 +242,6 @@ def test_jax_cholesky_per_lane_try_reports_every_failure():
     skip = np.array([False, False, False, False, True])
     shift = np.array([1e-3, 1e-3, 1e-3, 1e-3, 1e-3])
     scale = np.ones((5, k))
-    for run in (ops.cholesky, jax.jit(lambda H, t, s, sk: ops.cholesky(H, (t,), H.dtype, s, sk))):
-        if run is ops.cholesky:
-            L, ok = run(jnp.asarray(H), (jnp.asarray(shift),), jnp.float64, jnp.asarray(scale),
-                        jnp.asarray(skip))
-        else:
-            L, ok = run(jnp.asarray(H), jnp.asarray(shift), jnp.asarray(scale), jnp.asarray(skip))
-        L, ok = np.asarray(L), np.asarray(ok)
+    for L, ok in _jax_cholesky_both_ways(H, (shift,), scale, skip):
         assert ok.tolist() == [True, False, False, False, True]
         np.testing.assert_allclose(L[0] @ L[0].T, definite + 1e-3 * np.eye(k), rtol=1e-12)
