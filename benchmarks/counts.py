@@ -221,11 +221,17 @@ def totals(n: int = 10, batch: int = 1, compiled: bool = False) -> dict:
     polish, and backward; the compiled iteration's kernels included), ``host`` reads,
     the interior-point ``iterations``, and ``kernels_per_iteration``."""
     fb, bb, _, calls = count(n, batch, compiled=compiled)
-    iters = _iterations(n, batch)
-    kern = fb.kernels.total + bb.kernels.total + (calls.kernels if calls is not None else 0)
-    total = fb.calls_mode.total + bb.calls_mode.total + (calls.kernels if calls else 0)
-    return {"kernels": kern, "calls": total, "host": fb.calls_mode.host + bb.calls_mode.host,
-            "iterations": iters, "kernels_per_iteration": kern / max(iters, 1)}
+    return _totals(fb, bb, calls, _iterations(n, batch))
+
+
+def _totals(fb, bb, calls, iters: int) -> dict:
+    """:func:`totals` of counted passes ``fb``, ``bb`` (:class:`Both`), the compiled calls
+    (or None) and the iterations."""
+    extra = calls.kernels if calls is not None else 0
+    kern = fb.kernels.total + bb.kernels.total + extra
+    return {"kernels": kern, "calls": fb.calls_mode.total + bb.calls_mode.total + extra,
+            "host": fb.calls_mode.host + bb.calls_mode.host, "iterations": iters,
+            "kernels_per_iteration": kern / max(iters, 1)}
 
 
 def main(argv=None):
@@ -240,8 +246,8 @@ def main(argv=None):
     fwd, bwd = fb.calls_mode, bb.calls_mode
     # The iteration count is read outside the counted region.
     iters = _iterations(args.n, args.batch)
-    total = fwd.total + bwd.total
-    kern = fb.kernels.total + bb.kernels.total
+    t = _totals(fb, bb, calls, iters)
+    total, kern = t["calls"], t["kernels"]
     path = "iteration compiled by torch.compile" if args.compiled else "eager"
     print(f"n = p = {args.n}, batch {args.batch}, float64, torch {torch.__version__}, {path}")
     print(f"interior-point iterations: {iters}; statuses {status.tolist()}")
@@ -251,8 +257,6 @@ def main(argv=None):
               f"{dict(calls.names.most_common())}")
         print(f"eager operations outside it (set-up, polish): {fb.kernels.total} kernels, "
               f"{fwd.total} torch calls")
-        total += calls.kernels
-        kern += calls.kernels
     print(f"torch calls: forward {fwd.total}, backward {bwd.total}, all-in {total}, "
           f"per iteration {total / max(iters, 1):.1f}")
     print(f"kernels (computing operators): forward {fb.kernels.total}, backward "
